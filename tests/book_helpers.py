@@ -1,0 +1,39 @@
+"""Helpers for the tests that read or execute the book's chapters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    """Every file listed in ``_toc.yml`` (without suffix), in reading order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
+
+
+def chapter_names() -> list[str]:
+    """The chapter notebooks listed in the table of contents, e.g. ``["04_item_to_item_cf"]``."""
+    return [Path(f).name for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+def load_notebook(name: str) -> dict:
+    return json.loads((ROOT / "book" / f"{name}.ipynb").read_text())
+
+
+def cell_source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
