@@ -109,7 +109,7 @@ def _ensure(ds: Dataset, entry: DataFile, root: Path, archives: dict[str, Path],
         source = mirror / ds.name / entry.path
         if source.is_file():
             try:
-                _install(target, entry, lambda out: _copy_file(source, out))
+                _install(target, entry, lambda out: shutil.copyfile(source, out))
                 if verbose:
                     print(f"[iclr_lib.data] {ds.name}/{entry.path}: copied from the mirror {mirror}")
                 return
@@ -164,10 +164,6 @@ def _install(target: Path, entry: DataFile, write) -> None:
             temp.unlink()
 
 
-def _copy_file(source: Path, out: Path) -> None:
-    shutil.copyfile(source, out)
-
-
 def _download(url: str, out: Path, timeout: float = 60.0) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "iclr_lib"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(out, "wb") as handle:
@@ -196,10 +192,5 @@ def _extract(archive: Path, member: str, out: Path) -> None:
             shutil.copyfileobj(src, dst, _CHUNK)
 
 
-def read_bytes(dataset: str, path: str) -> bytes:
-    """Convenience: fetch one file and return its bytes."""
-    return (fetch(dataset, [path], verbose=False) / path).read_bytes()
-
-
 __all__ = ["CACHE_ENV", "MIRROR_ENV", "DataUnavailableError", "cache_dir", "mirror_dir", "fetch",
-           "get_dataset", "sha256_of", "read_bytes"]
+           "get_dataset", "sha256_of"]
