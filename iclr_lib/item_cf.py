@@ -79,9 +79,8 @@ def chronological_split(user: np.ndarray, item: np.ndarray, timestamp: np.ndarra
             continue
         n_test = min(n - 1, max(1, int(np.floor(test_fraction * n + 0.5))))
         is_test[end - n_test:end] = True
-    events = order
-    train = purchase_matrix(user[events[~is_test]], item[events[~is_test]], n_users, n_items)
-    test = purchase_matrix(user[events[is_test]], item[events[is_test]], n_users, n_items)
+    train = purchase_matrix(user[order[~is_test]], item[order[~is_test]], n_users, n_items)
+    test = purchase_matrix(user[order[is_test]], item[order[is_test]], n_users, n_items)
     return InteractionSplit(train=train, test=test)
 
 
