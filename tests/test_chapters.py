@@ -35,7 +35,7 @@ def book_copy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def executed(book_copy, tmp_path_factory) -> dict[str, dict]:
+def executed(tmp_path_factory) -> dict[str, dict]:
     """Run every chapter in quick mode once; maps chapter -> {"error": str | None, "seconds": float}."""
     results_dir = os.environ.get("ICLR_LIB_RESULTS_DIR") or str(tmp_path_factory.mktemp("results"))
     saved = {k: os.environ.get(k) for k in ("ICLR_LIB_QUICK", "ICLR_LIB_RESULTS_DIR")}
