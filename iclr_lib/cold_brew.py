@@ -32,11 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ColdBrewConfig", "ColdStartSplit", "ColdBrewStudent", "DATASET_CONFIGS", "MODELS", "GCN", "GraphSAGE", "MLP", "SAGELayer", "SEGCNLayer", "TrainLog",
+    "DATASET_CONFIGS", "GROUPS", "MODELS",
+    "ColdBrewConfig", "ColdBrewStudent", "ColdStartSplit", "GCN", "GraphSAGE", "MLP", "SAGELayer",
+    "SEGCNLayer", "SparseRows", "TrainLog",
     "accuracy_by_group", "feature_contribution_ratio", "fit_classifier", "fit_embedding_regressor",
     "label_propagation", "load_planetoid", "make_cold_start_split", "mean_adjacency", "node_degrees",
-    "normalized_adjacency", "remove_isolated_edges", "run_models", "sparse_dropout", "to_sparse_csr", "train_gcn",
-    "train_student", "virtual_neighbours",
+    "normalized_adjacency", "remove_isolated_edges", "run_models", "sparse_dropout", "to_sparse_csr",
+    "train_gcn", "train_student", "virtual_neighbours",
 ]
 
 GROUPS = ("overall", "head", "tail", "isolated")
@@ -458,6 +460,8 @@ class ColdBrewStudent(nn.Module):
         self.mlp2 = MLP(in_dim, hidden_dim, num_classes, dropout, extra_dim=extra, sparse_input=True)
         self.alpha = nn.Parameter(torch.full((2,), float(alpha_init)))
         self.k, self.retrieve_scaled, self.use_virtual = k, retrieve_scaled, use_virtual
+        #: the retrieval pool used in training (set by ``train_student``), ``[P, d]``
+        self.pool: torch.Tensor | None = None
 
     def guess(self, x: torch.Tensor) -> torch.Tensor:
         """MLP1: ``[B, F]`` -> ``e_hat`` ``[B, d]``."""
