@@ -18,6 +18,7 @@ paper's text we offer both (``mode="paper"`` / ``mode="official"``) and say so.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import tempfile
@@ -79,17 +80,23 @@ def _check_edge_index(edge_index: torch.Tensor, num_nodes: int) -> None:
         raise ValueError(f"edge_index holds node ids outside [0, {num_nodes})")
 
 
-def to_sparse_csr(x: torch.Tensor) -> torch.Tensor:
-    """``x.to_sparse_csr()`` without torch's "sparse CSR support is in beta" warning."""
+@contextlib.contextmanager
+def _quiet_sparse_warnings():
+    """Silence torch's "sparse CSR support is in beta" warnings: CSR is fine for what we do (spmm)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+        yield
+
+
+def to_sparse_csr(x: torch.Tensor) -> torch.Tensor:
+    """``x.to_sparse_csr()`` without torch's "sparse CSR support is in beta" warning."""
+    with _quiet_sparse_warnings():
         return x.to_sparse_csr()
 
 
 def _sparse_csr(index: torch.Tensor, values: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """``[N, N]`` sparse CSR matrix with ``values`` at ``index`` (row, column), duplicates summed."""
-    with warnings.catch_warnings():  # torch flags sparse CSR as "beta"; it is fine for spmm
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+    with _quiet_sparse_warnings():
         matrix = torch.sparse_coo_tensor(index, values, (num_nodes, num_nodes), check_invariants=True)
         return matrix.coalesce().to_sparse_csr()
 
@@ -245,8 +252,7 @@ def sparse_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not (training and p > 0.0 and x.layout == torch.sparse_csr):
         return F.dropout(x, p, training)
     values = F.dropout(x.values(), p, True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+    with _quiet_sparse_warnings():
         return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape,
                                        check_invariants=False)
 
@@ -701,14 +707,14 @@ def run_models(data, split: ColdStartSplit, config: ColdBrewConfig, *, seed: int
     if "Cold Brew" in models and "GCN+SE" not in models:
         raise ValueError("'Cold Brew' distils the 'GCN+SE' teacher: include both")
     n, y = data.num_nodes, data.y
-    x_sparse = to_sparse_csr(data.x)
+    x_sparse, adj = to_sparse_csr(data.x), normalized_adjacency(split.edge_index, n)
     results = {}
     teacher = None
     for name in models:
         if name in ("GCN", "GCN+SE"):
             model, _ = train_gcn(data, split, config, structural="first" if name == "GCN+SE" else "none",
                                  seed=seed)
-            logits = model(x_sparse, normalized_adjacency(split.edge_index, n))
+            logits = model(x_sparse, adj)
             if name == "GCN+SE":
                 teacher = model
         elif name == "MLP":
@@ -727,7 +733,7 @@ def run_models(data, split: ColdStartSplit, config: ColdBrewConfig, *, seed: int
                            epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay)
             logits = model(x_sparse, mean_adj)
         else:
-            embeddings = teacher.embeddings(x_sparse, normalized_adjacency(split.edge_index, n))
+            embeddings = teacher.embeddings(x_sparse, adj)
             model, _ = train_student(data, split, embeddings, config, seed=seed)
             logits = model(data.x, model.pool)
         with torch.no_grad():

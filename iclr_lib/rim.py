@@ -22,6 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .item_cf import purchase_matrix
 
 __all__ = [
     "HawkesModel", "HawkesPoisson", "NextItemGRU", "UserStates", "assignment_report", "dual_matching",
@@ -59,9 +64,7 @@ class UserStates:
         n, m = self.targets.shape
         rows = np.repeat(np.arange(n), [len(h) for h in self.history_items])
         cols = np.concatenate(self.history_items) if n else np.zeros(0, int)
-        seen = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, m))
-        seen.data[:] = 1.0
-        return seen
+        return purchase_matrix(rows, cols, n, m)
 
 
 def make_protocol(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int, *,
@@ -308,12 +311,6 @@ class HawkesPoisson:
 
 
 # ----------------------------------------------------------------------------- p(y | x): a GRU
-def _torch():
-    import torch
-
-    return torch
-
-
 class NextItemGRU:
     """GRU4Rec-style next-item model (the official ``rnn.py``): item embedding -> 2-layer GRU -> logits
     through the *tied* embedding matrix; trained with next-item cross-entropy.
@@ -326,9 +323,6 @@ class NextItemGRU:
 
     def __init__(self, n_items: int, hidden_dim: int = 128, num_layers: int = 2, max_length: int = 256,
                  window: int = 32, seed: int = 0):
-        torch = _torch()
-        from torch import nn
-
         torch.manual_seed(seed)
         self.n_items, self.max_length, self.window = n_items, max_length, window
         self.embedding = nn.Embedding(n_items + 1, hidden_dim)
@@ -338,7 +332,6 @@ class NextItemGRU:
         self.losses: list[float] = []
 
     def _batch(self, sequences):
-        torch = _torch()
         seqs = [np.r_[self.n_items, s[-self.max_length:]] for s in sequences]  # BOS + history
         width = max(len(s) for s in seqs)
         inputs = np.full((len(seqs), width), self.n_items)
@@ -352,9 +345,6 @@ class NextItemGRU:
 
     def fit(self, sequences, *, epochs: int = 10, batch_size: int = 64, lr: float = 0.1, seed: int = 0,
             progress: bool = False) -> "NextItemGRU":
-        torch = _torch()
-        import torch.nn.functional as F
-
         # (inputs, targets) windows: the first starts with BOS, later ones with the previous item
         windows = []
         for seq in sequences:
@@ -392,7 +382,6 @@ class NextItemGRU:
 
     def predict(self, histories, batch_size: int = 256) -> np.ndarray:
         """``p(y | x)`` for each history (item arrays): ``[n, m]``, rows sum to 1."""
-        torch = _torch()
 
         out = []
         with torch.no_grad():
@@ -429,8 +418,9 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
 def item_rec_metrics(scores: np.ndarray, targets: sp.spmatrix, k: int) -> dict[str, float]:
     """ItemRec: top ``k`` items per state. precision = hits / (k n) (micro); recall = mean over rows of
     hits / max(1, |targets of the row|)."""
-    hits = np.take_along_axis((sp.csr_matrix(targets) > 0).toarray(), top_k_rows(scores, k), axis=1)
-    n_targets = np.asarray((sp.csr_matrix(targets) > 0).sum(axis=1)).ravel()
+    relevant = (sp.csr_matrix(targets) > 0).toarray()
+    hits = np.take_along_axis(relevant, top_k_rows(scores, k), axis=1)
+    n_targets = relevant.sum(axis=1)
     return {"precision": float(hits.mean()), "recall": float(np.mean(hits.sum(1) / np.maximum(1, n_targets)))}
 
 
@@ -440,6 +430,13 @@ def user_rec_metrics(scores: np.ndarray, targets: sp.spmatrix, c: int) -> dict[s
 
 
 # ----------------------------------------------------------------------------- matching
+def _scale_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores divided by their largest finite magnitude: the scale the dual prices ``v`` live on."""
+    s = np.asarray(scores, float)
+    finite = np.isfinite(s)
+    return s / (np.abs(s[finite]).max() or 1.0)
+
+
 def _bisect_rows(scores, target: float, eps: float, *, floor=None, guess=None, width: float = 0.0,
                  iterations: int = 30):
     """Per row, the shift ``u`` with ``sum_y sigmoid((s_xy - u) / eps) = target`` (decreasing in u).
@@ -448,7 +445,6 @@ def _bisect_rows(scores, target: float, eps: float, *, floor=None, guess=None, w
     ``guess`` +- ``width`` is tried first as the bracket (a warm start from the previous, slightly
     larger epsilon), falling back to the full range in the rows where it does not bracket the root.
     """
-    torch = _torch()
 
     def excess(u):
         return torch.sigmoid((scores - u[:, None]) / eps).sum(1) - target
@@ -490,7 +486,6 @@ def dual_matching(scores: np.ndarray, k: int, capacity: float, *, min_epsilon: f
     Returns ``(u [n], v [m], pi [n, m])`` as numpy arrays; ``v`` is on the normalised score scale
     (use ``serve_top_k(scores, k, v)``).
     """
-    torch = _torch()
 
     s = np.array(scores, float)
     n, m = s.shape
@@ -498,9 +493,8 @@ def dual_matching(scores: np.ndarray, k: int, capacity: float, *, min_epsilon: f
         raise ValueError(f"k must be in [1, {m}), got {k}")
     if capacity * m < k * n:
         raise ValueError(f"capacity {capacity} x {m} items cannot serve {n} rows x {k} items")
-    finite = np.isfinite(s)
-    top = np.abs(s[finite]).max() or 1.0
-    s = torch.as_tensor(np.where(finite, s / top, -20.0), dtype=torch.float64)
+    scaled = _scale_scores(s)
+    s = torch.as_tensor(np.where(np.isfinite(scaled), scaled, -20.0), dtype=torch.float64)
     epsilons = np.geomspace(1.0, min_epsilon, steps) if epsilons is None else np.asarray(epsilons, float)
     v = torch.zeros(m, dtype=torch.float64)
     u, previous = None, None
@@ -525,9 +519,7 @@ def serve_top_k(scores: np.ndarray, k: int, item_shift: np.ndarray | None = None
     """Online serving: each row's top ``k`` of ``s(x, .) - v(.)``; returns a 0/1 ``[n, m]`` assignment."""
     s = np.asarray(scores, float)
     if item_shift is not None:
-        finite = np.isfinite(s)
-        top = np.abs(s[finite]).max() or 1.0
-        s = s / top - item_shift[None, :]
+        s = _scale_scores(s) - item_shift[None, :]
     chosen = top_k_rows(s, k)
     out = np.zeros(s.shape)
     np.put_along_axis(out, chosen, 1.0, axis=1)
