@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import numpy as np
 
 from iclr_lib.data import DATASETS, DataFile, Dataset, DataUnavailableError, fetch, get_dataset, sha256_of
 
@@ -183,3 +184,12 @@ def test_mirror_only_files_say_so_when_missing(isolated_cache, monkeypatch):
     monkeypatch.delenv("ICLR_LIB_DATA_MIRROR", raising=False)
     with pytest.raises(DataUnavailableError, match="no public URL"):
         fetch("cifar10_jpeg_subset")
+
+
+def test_load_mnist5k_has_500_images_of_each_digit(mirror, isolated_cache):
+    from iclr_lib.data import load_mnist5k
+
+    images, labels = load_mnist5k()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.array_equal(np.bincount(labels), np.full(10, 500))
+    assert images.max() == 255 and images.min() == 0
