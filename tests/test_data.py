@@ -9,8 +9,8 @@ import zipfile
 from functools import partial
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 
 from iclr_lib.data import DATASETS, DataFile, Dataset, DataUnavailableError, fetch, get_dataset, sha256_of
 
