@@ -8,6 +8,7 @@ The book build then executes the committed notebooks itself, in quick mode, with
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,8 +74,9 @@ def test_chapter_runs_in_quick_mode_within_budget(executed, name):
     assert run["seconds"] <= budget, f"{name} took {run['seconds']:.0f} s in quick mode (budget {budget} s)"
 
 
-@pytest.mark.chapters
-def test_the_book_builds_without_warnings_in_quick_mode(executed, book_copy):
+@pytest.fixture(scope="session")
+def built_html(executed, book_copy) -> Path:
+    """Build the book (quick mode, warnings are errors) once; the folder of its HTML output."""
     assert all(run["error"] is None for run in executed.values()), "a chapter failed; see its own test"
     cli = Path(sys.executable).with_name("jupyter-book")
     command = [str(cli) if cli.exists() else "jupyter-book", "build", str(book_copy), "-W", "-n", "--keep-going"]
@@ -85,12 +87,130 @@ def test_the_book_builds_without_warnings_in_quick_mode(executed, book_copy):
     log = build.stdout + build.stderr
     assert build.returncode == 0, f"jupyter-book build failed:\n{log[-6000:]}"
     html = book_copy / "_build" / "html"
+    artifacts = os.environ.get("ICLR_LIB_BOOK_ARTIFACTS")
+    if artifacts:
+        shutil.copytree(html, artifacts, dirs_exist_ok=True)
+    return html
+
+
+@pytest.mark.chapters
+def test_the_book_builds_without_warnings_in_quick_mode(built_html):
     for name in CHAPTERS:
-        page = (html / "book" / f"{name}.html").read_text()
+        page = (built_html / "book" / f"{name}.html").read_text()
         assert "<img" in page and "_images/" in page, f"{name}: no figures rendered"
         assert "colab.research.google.com" in page, f"{name}: no Colab launch link"
         assert "Traceback (most recent call last)" not in page and "output traceback" not in page, (
             f"{name}: the rendered page shows an error output")
-    artifacts = os.environ.get("ICLR_LIB_BOOK_ARTIFACTS")
-    if artifacts:
-        shutil.copytree(html, artifacts, dirs_exist_ok=True)
+        assert "cdn.jsdelivr.net/npm/mathjax" not in page, f"{name}: MathJax must be served with the book"
+    assert (built_html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+
+
+@pytest.mark.chapters
+def test_recorded_results_match_the_chapters(executed):
+    """The dashboard's recorded results come from the current chapters: same headline claim and keys."""
+    from iclr_lib.dashboard import HEADLINE_KEYS, load_recorded
+
+    recorded = load_recorded(ROOT / "book" / "results")
+    for name in CHAPTERS:
+        fresh = json.loads(executed[name]["results"].read_text())["results"]["headline"]
+        assert set(HEADLINE_KEYS) <= set(fresh), f"{name}: RESULTS['headline'] lacks {set(HEADLINE_KEYS) - set(fresh)}"
+        for mode in ("full", "quick"):
+            assert name in recorded[mode], (f"{name}: no recorded {mode}-mode results; run "
+                                            f"`python -m iclr_lib.dashboard run --mode {mode} --chapters {name}`")
+            old = recorded[mode][name]["results"]["headline"]
+            assert old["claim"] == fresh["claim"] and old["metric"] == fresh["metric"], (
+                f"{name}: the recorded {mode}-mode headline is stale; rerun the dashboard's `run` command")
+
+
+# ----------------------------------------------------------------------------- a real browser
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--virtual-time-budget=20000"]
+
+# Injected by the test server (never part of the book): once the page and MathJax are done, write a
+# JSON report into the DOM for `chromium --dump-dom` to return.
+PROBE = """<script>
+window.addEventListener("load", async () => {
+  if (window.MathJax && MathJax.startup) { await MathJax.startup.promise; }
+  const local = [...document.images].filter(i => i.src.startsWith(location.origin));
+  const report = {
+    typeset: document.querySelectorAll("mjx-container").length,
+    untypeset: [...document.querySelectorAll(".math")].filter(e => !e.querySelector("mjx-container")).length,
+    figures: local.filter(i => i.complete && i.naturalWidth > 0).length,
+    broken: local.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+    colab: [...document.querySelectorAll("a")].some(a => a.href.startsWith("https://colab.research.google.com/github/")),
+    errors: document.querySelectorAll(".output.traceback, .output.error, .output.stderr").length
+            + (document.body.innerText.includes("Traceback (most recent call last)") ? 1 : 0),
+  };
+  const pre = document.createElement("pre");
+  pre.id = "iclr-probe";
+  pre.textContent = JSON.stringify(report);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="session")
+def served_html(built_html):
+    """Serve the built book on 127.0.0.1; pages requested with ``?probe`` get the PROBE script."""
+    import functools
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            path, _, query = self.path.partition("?")
+            if query == "probe" and path.endswith(".html"):
+                body = (built_html / path.lstrip("/")).read_text().replace("</body>", PROBE + "</body>").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(built_html)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.chapters
+@pytest.mark.parametrize("page", ["book/intro", *[f"book/{name}" for name in CHAPTERS]])
+def test_pages_in_a_real_browser(served_html, page, tmp_path):
+    """Headless Chromium shows every page with its figures, typeset math (offline), the Colab link
+    and no error output; a screenshot of each page is kept as a CI artefact."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Chromium for the browser test (.ci/run installs Debian's chromium)")
+        pytest.skip("no Chromium: `apt-get install chromium` to run the browser test")
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--dump-dom", f"{served_html}/{page}.html?probe"],
+                         capture_output=True, text=True, timeout=120).stdout
+    marker = '<pre id="iclr-probe">'
+    assert marker in dom, f"{page}: the page did not finish loading in Chromium"
+    import html as html_lib
+
+    report = json.loads(html_lib.unescape(dom.split(marker, 1)[1].split("</pre>", 1)[0]))
+    assert report["broken"] == [], f"{page}: images that did not load: {report['broken']}"
+    assert report["figures"] >= 1, f"{page}: no figure shown"
+    assert report["errors"] == 0, f"{page}: error output on the page"
+    if page != "book/intro":
+        assert report["colab"], f"{page}: no Colab launch link"
+        assert report["typeset"] > 0 and report["untypeset"] == 0, f"{page}: math not typeset: {report}"
+    screenshots = Path(os.environ.get("ICLR_LIB_SCREENSHOTS", tmp_path / "screenshots"))
+    screenshots.mkdir(parents=True, exist_ok=True)
+    shot = screenshots / f"{Path(page).name}.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,1600", f"--screenshot={shot}",
+                    f"{served_html}/{page}.html"], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000, f"{page}: no (or a blank) screenshot"
