@@ -211,6 +211,6 @@ def test_pages_in_a_real_browser(served_html, page, tmp_path):
     screenshots = Path(os.environ.get("ICLR_LIB_SCREENSHOTS", tmp_path / "screenshots"))
     screenshots.mkdir(parents=True, exist_ok=True)
     shot = screenshots / f"{Path(page).name}.png"
-    subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,1600", f"--screenshot={shot}",
+    subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,3600", f"--screenshot={shot}",
                     f"{served_html}/{page}.html"], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 20_000, f"{page}: no (or a blank) screenshot"
