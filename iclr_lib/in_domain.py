@@ -150,8 +150,8 @@ def make_split(index: np.ndarray, sizes: Sequence[int], split: SplitName, ratio:
 
 
 def targets(index: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    """Regression targets ``index_k / (n_k - 1)`` in [0, 1], ``(N, F)`` float32."""
-    return (np.asarray(index) / (np.asarray(sizes) - 1)).astype(np.float32)
+    """Regression targets ``index_k / (n_k - 1)`` in [0, 1], ``(N, F)`` float32 (0 for a single-valued factor)."""
+    return (np.asarray(index) / np.maximum(np.asarray(sizes) - 1, 1)).astype(np.float32)
 
 
 def r2_per_factor(predicted: np.ndarray, target: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
