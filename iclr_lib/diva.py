@@ -24,7 +24,6 @@ Shapes: ``Z`` is ``(n, d)`` (append the constant feature with :func:`add_bias`),
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -424,13 +423,3 @@ def extend(Z_core: torch.Tensor, Y_core: torch.Tensor, Z_pool: torch.Tensor, Y_p
         chosen.extend(best)
         alpha[[n_core + j for j in best]] = 1.0
     return np.asarray(chosen)
-
-
-def time_call(fn, repeats: int = 3) -> float:
-    """The median wall time of ``fn()`` in seconds over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))

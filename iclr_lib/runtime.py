@@ -1,8 +1,10 @@
-"""Run-time helpers every chapter shares: seeding, device choice and quick mode."""
+"""Run-time helpers every chapter shares: seeding, device choice, quick mode and timing."""
 from __future__ import annotations
 
 import os
 import random
+import time
+from typing import Callable
 
 import numpy as np
 
@@ -52,3 +54,15 @@ def get_device(prefer: str | None = None):
     if prefer is not None:
         return torch.device(prefer)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
+    """The median wall time of ``fn()`` in seconds over ``repeats`` calls (shared machines are noisy)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from iclr_lib.results import Results, load_results
-from iclr_lib.runtime import quick_mode, seed_everything
+from iclr_lib.runtime import median_seconds, quick_mode, seed_everything
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("0", False), ("", False)])
@@ -65,3 +65,10 @@ def test_book_style_applies():
 
     use_book_style()
     assert mpl.rcParams["axes.spines.top"] is False
+
+
+def test_median_seconds_calls_the_function_repeats_times_and_takes_the_median():
+    calls = []
+    assert median_seconds(lambda: calls.append(1), repeats=5) >= 0.0 and len(calls) == 5
+    with pytest.raises(ValueError, match="repeats"):
+        median_seconds(lambda: None, repeats=0)
