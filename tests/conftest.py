@@ -23,7 +23,7 @@ def isolated_cache(tmp_path, monkeypatch):
     return cache
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirror() -> Path:
     """The offline mirror; required in CI, skipped (with the reason) for readers without one."""
     value = os.environ.get("ICLR_LIB_DATA_MIRROR")
