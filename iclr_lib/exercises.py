@@ -177,3 +177,55 @@ def check_pifa(fn: Callable[[sp.csr_matrix, sp.csr_matrix], object], trials: int
             raise AssertionError(f"trial {trial}: embeddings differ by up to {np.abs(got - want).max():.2e} "
                                  "(normalise the rows of Y first, then the rows of Y^T X)")
     return True
+
+
+def check_moment_loss(fn: Callable, trials: int = 3) -> bool:
+    """Exercise ex-06-3: ``fn(fake, real)`` must return PSA-GAN's moment loss for ``(B, 1, L)`` batches.
+
+    The answer must equal :func:`iclr_lib.psa_gan.moment_loss`: the batch mean of
+    ``|std_t(fake_b) - std_t(real_b)| + |mean_t(fake_b) - mean_t(real_b)|`` (``torch.std``, unbiased).
+    """
+    import torch
+
+    from .psa_gan import moment_loss
+
+    gen = torch.Generator().manual_seed(2022)
+    for trial in range(trials):
+        B, L = 4 + 3 * trial, 16 * (trial + 1)
+        fake = torch.rand(B, 1, L, generator=gen, dtype=torch.float64)
+        real = 0.5 * torch.rand(B, 1, L, generator=gen, dtype=torch.float64) + 0.2
+        got = fn(fake, real)
+        want = moment_loss(fake, real)
+        if not isinstance(got, torch.Tensor) or got.numel() != 1:
+            raise AssertionError(f"trial {trial}: expected a scalar tensor, got {type(got).__name__}")
+        if not torch.allclose(got.reshape(()).to(want.dtype), want, atol=1e-8):
+            raise AssertionError(f"trial {trial}: loss {float(got):.6f}, expected {float(want):.6f} "
+                                 "(pair window b of fake with window b of real; average the absolute gaps over the batch)")
+    return True
+
+
+def check_policy_derivative(fn: Callable, trials: int = 3) -> bool:
+    """Exercise ex-07-3: ``fn(G, g_val, probs)`` must return DeepAA's exact policy derivative.
+
+    ``G (J, P)`` holds one gradient per entry, ``g_val (P,)`` the validation gradient, ``probs (J,)`` the
+    layer's probabilities; the answer is ``d cos(g_val, probs @ G) / d probs``, shape ``(J,)``, i.e.
+    ``G @ t / (|g_aug| |g_val|)`` with ``t = g_val - (g_val . g_aug / |g_aug|^2) g_aug``.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(2022)
+    for trial in range(trials):
+        J, P = 5 + 4 * trial, 20 + 10 * trial
+        G = torch.randn(J, P, generator=gen, dtype=torch.float64)
+        g_val = torch.randn(P, generator=gen, dtype=torch.float64) + G.mean(0)
+        probs = torch.softmax(torch.randn(J, generator=gen, dtype=torch.float64), 0)
+        p = probs.clone().requires_grad_(True)
+        g_aug = p @ G
+        (want,) = torch.autograd.grad(torch.dot(g_val, g_aug) / (g_aug.norm() * g_val.norm()), p)
+        got = fn(G, g_val, probs)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (J,):
+            raise AssertionError(f"trial {trial}: expected a tensor of shape ({J},), got {getattr(got, 'shape', type(got))}")
+        if not torch.allclose(got.to(want.dtype), want, atol=1e-8):
+            raise AssertionError(f"trial {trial}: derivative differs by up to {(got - want).abs().max():.2e} "
+                                 "(project g_val off g_aug to get t, then divide by both norms)")
+    return True

@@ -1,0 +1,235 @@
+"""Tests of iclr_lib.psa_gan: data windows, the progressive networks, losses, baselines and metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iclr_lib import psa_gan as pg
+
+
+@pytest.fixture(scope="module")
+def m4(mirror):
+    return pg.load_m4_hourly()
+
+
+def _sine_series(n: int = 12, length: int = 400, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return [10 + 5 * np.sin(2 * np.pi * t / 24 + rng.uniform(0, 6)) + rng.normal(0, 0.3, length) for _ in range(n)]
+
+
+def test_m4_hourly_has_414_series_with_the_test_horizon(m4):
+    assert len(m4) == 414
+    assert sorted({len(s) for s in m4}) == [748, 1008]
+    assert all(np.isfinite(s).all() and s.min() > 0 for s in m4)
+
+
+def test_split_by_series_is_disjoint_and_validated():
+    train, held = pg.split_series(414, 84, seed=0)
+    assert len(train) == 330 and len(held) == 84 and not set(train) & set(held)
+    with pytest.raises(ValueError, match="n_held_out"):
+        pg.split_series(10, 10)
+
+
+def test_windows_are_min_max_scaled_with_time_features():
+    sampler = pg.WindowSampler(_sine_series(), 64)
+    x, t = sampler.sample(32, np.random.default_rng(0))
+    assert x.shape == (32, 1, 64) and t.shape == (32, 4, 64)
+    assert torch.allclose(x.amin(-1), torch.zeros(32, 1)) and torch.allclose(x.amax(-1), torch.ones(32, 1))
+    # the daily features repeat every 24 steps
+    assert torch.allclose(t[:, [0, 2], :24], t[:, [0, 2], 24:48], atol=1e-5)   # (sin, cos) of the daily phase
+    assert np.allclose(pg.minmax_scale(np.full((2, 5), 3.0)), 0.5)
+    with pytest.raises(ValueError, match="at least"):
+        pg.WindowSampler([np.ones(10)], 64)
+
+
+def test_self_attention_with_gamma_zero_is_the_identity():
+    sa = pg.SelfAttention(16)
+    x = torch.randn(3, 16, 32)
+    assert torch.equal(sa(x), x)
+    with torch.no_grad():
+        sa.gamma.fill_(0.5)
+    assert not torch.allclose(sa(x), x)
+
+
+def test_spectrally_normalised_weights_have_unit_largest_singular_value():
+    block = pg.MainBlock(8, 16)
+    block.train()
+    x = torch.randn(4, 8, 32)
+    for _ in range(30):           # power iterations run in training-mode forward passes
+        block(x)
+    block.eval()
+    weight = block.conv.weight.reshape(16, -1)
+    assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_output_length_is_8_times_2_to_the_stage(depth):
+    G = pg.Generator(depth, channels=8)
+    D = pg.Discriminator(depth, channels=8)
+    L = 8 * 2 ** depth
+    z, t = torch.randn(2, 4, L), torch.randn(2, 4, L)
+    for stage in range(depth + 1):
+        out = G(z, t, stage)
+        assert out.shape == (2, 1, 8 * 2 ** stage)
+        assert D(out, t, stage).shape == (2,)
+    with pytest.raises(ValueError, match="stage"):
+        G(z, t, depth + 1)
+
+
+def test_fade_alpha_zero_is_the_old_path_and_one_the_new():
+    torch.manual_seed(0)
+    G = pg.Generator(2, channels=8).eval()      # eval: spectral norm stops its power iterations
+    z, t = torch.randn(2, 4, 32), torch.randn(2, 4, 32)
+    with torch.no_grad():
+        old = torch.nn.functional.interpolate(G(z, t, stage=1), scale_factor=2, mode="nearest")
+        assert torch.allclose(G(z, t, stage=2, alpha=0.0), old, atol=1e-6)
+        assert torch.allclose(G(z, t, stage=2, alpha=1.0), G(z, t, stage=2))
+        D = pg.Discriminator(2, channels=8).eval()
+        x = torch.randn(2, 1, 32)
+        # at alpha = 0 the discriminator sees only the pooled input through the previous stage's path
+        assert torch.allclose(D(x, t, 2, alpha=0.0), D(torch.nn.functional.avg_pool1d(x, 2), t, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        pg.fade(z, z, 1.5)
+
+
+def test_lsgan_and_moment_losses():
+    d_real, d_fake = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0])
+    loss_d, loss_g = pg.lsgan_losses(d_real, d_fake)
+    assert loss_d.item() == 0.0 and loss_g.item() == pytest.approx(0.5)
+    x = torch.rand(5, 1, 16)
+    assert pg.moment_loss(x, x).item() == 0.0
+    shifted = x + 0.3
+    assert pg.moment_loss(shifted, x).item() == pytest.approx(0.3, abs=1e-6)   # same std, mean off by 0.3
+    with pytest.raises(ValueError, match="shape"):
+        pg.moment_loss(x, x[:, :, :8])
+
+
+def test_schedule_grows_stages_and_fades_them_in():
+    cfg = pg.GANConfig(length=64, iterations=400, fade_fraction=0.5)           # 4 stages of 100 steps
+    assert pg.schedule(cfg, 0) == (0, 1.0)
+    assert pg.schedule(cfg, 100) == (1, 0.0)
+    assert pg.schedule(cfg, 150) == (1, 1.0)
+    assert pg.schedule(cfg, 125)[1] == pytest.approx(0.5)
+    assert pg.schedule(cfg, 399)[0] == 3
+    flat = pg.GANConfig(length=64, iterations=400, progressive=False)
+    assert pg.schedule(flat, 0) == (3, 1.0)
+    with pytest.raises(ValueError, match="length"):
+        pg.GANConfig(length=48)
+
+
+def test_training_runs_and_the_averaged_generator_samples_full_windows():
+    sampler = pg.WindowSampler(_sine_series(), 32)
+    cfg = pg.GANConfig(length=32, iterations=40, batch_size=16, channels=8)
+    result = pg.train_psagan(sampler, cfg)
+    assert [h["stage"] for h in result.history] == [0, 1, 2]
+    assert sorted(result.stage_samples) == [0, 1, 2] and result.stage_samples[1].shape == (4, 16)
+    _, t = sampler.sample(10, np.random.default_rng(1))
+    samples = pg.generate(result.generator, t)
+    assert samples.shape == (10, 32) and np.isfinite(samples).all()
+    again = pg.train_psagan(sampler, cfg)
+    assert np.array_equal(samples, pg.generate(again.generator, t))       # deterministic for a seed
+
+
+def test_checkpoint_selection_returns_the_lowest_scoring_final_stage_checkpoint():
+    sampler = pg.WindowSampler(_sine_series(), 16)
+    cfg = pg.GANConfig(length=16, iterations=40, batch_size=16, channels=8, fade_fraction=0.5)
+    _, t = sampler.sample(6, np.random.default_rng(1))
+    snapshots, scores = [], iter([3.0, 1.0, 2.0, 5.0, 4.0, 6.0])
+
+    def selector(generator):
+        assert not generator.training
+        snapshots.append(pg.generate(generator, t))
+        return next(scores)
+
+    result = pg.train_psagan(sampler, cfg, selector=selector, select_every=4)
+    # stage 1 covers steps 20-39 and is faded in after 10 of them: checkpoints at steps 32, 36, 40
+    assert [r["iteration"] for r in result.selection] == [32, 36, 40]
+    assert np.array_equal(pg.generate(result.generator, t), snapshots[1])     # score 1.0 was the best
+    assert not np.array_equal(snapshots[1], snapshots[2])
+    with pytest.raises(ValueError, match="select_every"):
+        pg.train_psagan(sampler, cfg, selector=selector, select_every=0)
+
+
+def test_the_moment_loss_pulls_the_mean_and_spread_towards_the_data():
+    torch.manual_seed(0)
+    sampler = pg.WindowSampler(_sine_series(), 16)
+    real, t = sampler.sample(64, np.random.default_rng(1))
+    G = pg.Generator(1, channels=8)
+    z = torch.randn(64, 4, 16)
+
+    def gap() -> float:
+        with torch.no_grad():
+            return pg.moment_loss(G(z, t), real).item()
+
+    before = gap()
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = pg.moment_loss(G(z, t), real)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert gap() < 0.3 * before
+
+
+def test_ar1_fit_recovers_its_parameters():
+    paths = pg.sample_ar1(0.2, 0.7, 0.1, np.full(400, 0.66), 200, seed=0)
+    c, phi, sigma = pg.fit_ar1(paths)
+    assert c == pytest.approx(0.2, abs=0.01) and phi == pytest.approx(0.7, abs=0.01) and sigma == pytest.approx(0.1, abs=0.005)
+
+
+def test_frechet_distance_zero_on_identical_sets_and_the_1d_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 3))
+    assert pg.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    x, y = rng.normal(1.0, 2.0, (4000, 1)), rng.normal(-0.5, 0.5, (4000, 1))
+    m1, m2, s1, s2 = x.mean(), y.mean(), x.std(ddof=1), y.std(ddof=1)
+    assert pg.frechet_distance(x, y) == pytest.approx((m1 - m2) ** 2 + (s1 - s2) ** 2, rel=1e-6)
+    with pytest.raises(ValueError, match="d"):
+        pg.frechet_distance(a, a[:, :2])
+
+
+def test_autocorrelation_and_acf_distance():
+    t = np.arange(96)
+    sine = np.stack([np.sin(2 * np.pi * (t + s) / 24) for s in range(20)])
+    acf = pg.autocorrelation(sine, 24)
+    assert acf[23] > 0.7 and acf[11] < -0.7             # one period later similar, half a period opposite
+    assert pg.acf_distance(sine, sine) == 0.0
+    assert pg.acf_distance(sine, np.random.default_rng(0).random((20, 96))) > 0.3
+
+
+def test_context_fid_encoder_separates_shuffled_windows():
+    sampler = pg.WindowSampler(_sine_series(20), 32)
+    rng = np.random.default_rng(0)
+    train = sampler.sample(512, rng)[0].squeeze(1).numpy()
+    real_a, real_b = (sampler.sample(256, rng)[0].squeeze(1).numpy() for _ in range(2))
+    enc = pg.train_ts2vec_encoder(train, steps=60, batch_size=64)
+    shuffled = np.stack([rng.permutation(w) for w in real_b])
+    assert pg.context_fid(enc, real_a, real_b) < pg.context_fid(enc, real_a, shuffled)
+    assert pg.embed_windows(enc, real_a).shape == (256, 32)
+
+
+def test_discriminative_score_and_forecast_error():
+    sampler = pg.WindowSampler(_sine_series(20), 32)
+    rng = np.random.default_rng(0)
+    real = sampler.sample(400, rng)[0].squeeze(1).numpy()
+    other = sampler.sample(400, rng)[0].squeeze(1).numpy()
+    noise = pg.sample_noise(400, 32)
+    assert pg.discriminative_score(real, noise, epochs=10) > 0.4
+    assert pg.discriminative_score(real, other, epochs=10) < 0.15
+    # the same shapes in a narrower range are not told apart by their range alone
+    assert pg.discriminative_score(real, 0.2 + 0.6 * other, epochs=10) < 0.15
+    on_real = pg.forecast_error(real, other, horizon=8, epochs=20)
+    on_noise = pg.forecast_error(noise, other, horizon=8, epochs=20)
+    assert on_real < on_noise
+    with pytest.raises(ValueError, match="horizon"):
+        pg.forecast_error(real, other, horizon=32)
+
+
+def test_moment_loss_exercise_check_accepts_the_solution_and_rejects_a_wrong_one():
+    from iclr_lib.exercises import check_moment_loss
+
+    assert check_moment_loss(pg.moment_loss)
+    with pytest.raises(AssertionError, match="pair window"):   # batch-level moments instead of per-window ones
+        check_moment_loss(lambda f, r: (f.std() - r.std()).abs() + (f.mean() - r.mean()).abs())
