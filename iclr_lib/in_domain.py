@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .nets import BasicBlock
+
 FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 SHAPES = ("square", "ellipse", "heart")
 DSPRITES_SIZES = (3, 6, 40, 32, 32)
@@ -186,23 +188,6 @@ class CNN(nn.Module):
             xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
             x = torch.cat([x, xs, ys], 1)
         return self.head(self.features(x))
-
-
-class BasicBlock(nn.Module):
-    """ResNet's basic block: two 3x3 convolutions with batch norm and an identity (or 1x1) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
-                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class SmallResNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Seeding, quick mode, the results recorder and the plotting style."""
+"""Seeding, quick mode, the results recorder, the plotting style and the shared network block."""
 from __future__ import annotations
 
 import json
@@ -72,3 +72,15 @@ def test_median_seconds_calls_the_function_repeats_times_and_takes_the_median():
     assert median_seconds(lambda: calls.append(1), repeats=5) >= 0.0 and len(calls) == 5
     with pytest.raises(ValueError, match="repeats"):
         median_seconds(lambda: None, repeats=0)
+
+
+def test_basic_block_shapes_and_identity_shortcut():
+    import torch
+
+    from iclr_lib.nets import BasicBlock
+
+    same, down = BasicBlock(4, 4, 1), BasicBlock(4, 8, 2)
+    x = torch.randn(2, 4, 8, 8)
+    assert same(x).shape == (2, 4, 8, 8) and down(x).shape == (2, 8, 4, 4)
+    assert isinstance(same.shortcut, torch.nn.Identity) and not isinstance(down.shortcut, torch.nn.Identity)
+    assert (down(x) >= 0).all()                        # ends with a ReLU
