@@ -279,11 +279,9 @@ def load_backbone(name: str) -> tuple[Any, nn.Module]:
     """
     import copy
 
-    from transformers import AutoModel, AutoTokenizer, BertConfig
-
     if name not in _LOADED:
         with _quiet_transformers():
-            _LOADED[name] = _load_backbone(name, AutoModel, AutoTokenizer, BertConfig)
+            _LOADED[name] = _load_backbone(name)
     tokenizer, model = _LOADED[name]
     return tokenizer, copy.deepcopy(model)
 
@@ -309,7 +307,9 @@ class _quiet_transformers:
         logging.enable_progress_bar()
 
 
-def _load_backbone(name: str, AutoModel: Any, AutoTokenizer: Any, BertConfig: Any) -> tuple[Any, nn.Module]:
+def _load_backbone(name: str) -> tuple[Any, nn.Module]:
+    from transformers import AutoModel, AutoTokenizer, BertConfig
+
     if name == "all-MiniLM-L6-v2":
         path = _minilm_l6_dir()
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
