@@ -158,8 +158,11 @@ def item_cosine_similarity(purchases: sp.spmatrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(purchases.multiply(purchases).sum(axis=0)).ravel())
     inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     normalised = purchases @ sp.diags(inverse)
-    sim = (normalised.T @ normalised).tocsr()
-    sim.setdiag(0.0)
+    sim = (normalised.T @ normalised).tocoo()
+    # Drop the diagonal by filtering, not with ``setdiag(0)``: scipy < 1.15's setdiag corrupts the
+    # matrix when items without buyers leave gaps in the diagonal (tests/test_item_cf.py).
+    off = sim.row != sim.col
+    sim = sp.csr_matrix((sim.data[off], (sim.row[off], sim.col[off])), shape=sim.shape)
     sim.eliminate_zeros()
     sim.sort_indices()
     return sim

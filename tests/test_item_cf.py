@@ -170,3 +170,18 @@ def test_helpful_errors_for_bad_input():
         icf.evaluate_top_k(np.array([[0]]), sp.csr_matrix((1, 3)), users=np.array([0]))
     with pytest.raises(ValueError, match="out of range"):
         icf.purchase_matrix(np.array([5]), np.array([0]), n_users=2, n_items=2)
+
+
+def test_zero_diagonal_with_items_nobody_bought():
+    """Regression: scipy < 1.15's ``setdiag`` on a matrix whose diagonal has gaps (items without buyers)
+    left self-similarities of ~1 and zeroed real off-diagonal entries instead. The table must not
+    depend on scipy's version."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((300, 400)) < 0.3).astype(float)     # big enough for scipy 1.13's faulty path
+    dense[:, rng.choice(400, 40, replace=False)] = 0.0        # empty columns: gaps in the diagonal
+    S = icf.item_cosine_similarity(sp.csr_matrix(dense))
+    reference = cosine_similarity(dense.T)
+    np.fill_diagonal(reference, 0.0)
+    assert (S.diagonal() != 0).sum() == 0
+    np.testing.assert_allclose(S.toarray(), reference, atol=1e-12)
+    assert S.nnz == np.count_nonzero(reference)
