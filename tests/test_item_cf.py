@@ -131,6 +131,9 @@ def test_user_knn_matches_a_brute_force_implementation():
     # ties among neighbours may pick different users with the same similarity: compare per-user totals
     np.testing.assert_allclose(np.sort(got.sum(1)), np.sort(expected.sum(1)), atol=1e-9)
     assert (model.neighbour_weights(np.arange(len(dense))) > 0).sum(axis=1).max() <= k
+    other = random_purchases(n_users=15, n_items=10, density=0.3, seed=9)
+    with pytest.raises(ValueError, match="fitted on"):
+        model.score_users(other, np.arange(3))
 
 
 def test_users_for_item_ranks_non_owners_by_summed_similarity():
