@@ -221,15 +221,15 @@ def brute_force_loo_predictions(Z: torch.Tensor, Y: torch.Tensor, alpha: torch.T
 
 
 def sample_losses(predictions: torch.Tensor, Y: torch.Tensor, loss: Loss = "ce") -> torch.Tensor:
-    """Per-sample loss, ``(n, k), (n, k) -> (n,)``.
+    """Per-sample loss, ``(..., n, k), (..., n, k) -> (..., n)`` (leading batch dimensions allowed).
 
     ``"mse"``: ``||f - y||^2`` (the ridge's own loss); ``"ce"``: cross-entropy of ``softmax(f)``
     against the (one-hot) target, the loss the paper evaluates with.
     """
     if loss == "mse":
-        return ((predictions - Y) ** 2).sum(dim=1)
+        return ((predictions - Y) ** 2).sum(dim=-1)
     if loss == "ce":
-        return -(Y * torch.log_softmax(predictions, dim=1)).sum(dim=1)
+        return -(Y * torch.log_softmax(predictions, dim=-1)).sum(dim=-1)
     raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
 
 
@@ -337,6 +337,36 @@ def select_lambda(Z: torch.Tensor, Y: torch.Tensor, grid: Sequence[float], loss:
         raise ValueError("grid must contain at least one lam value")
     losses = [float(loo_loss(Z, Y, None, lam, loss)) for lam in grid]
     return float(grid[int(np.argmin(losses))]), losses
+
+
+def select_lambda_batched(Z: torch.Tensor, Y: torch.Tensor, grid: Sequence[float],
+                          loss: Loss = "ce") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_lambda` for many training sets at once: the seeds become a batch dimension.
+
+    ``Z`` is ``(S, n, d)`` float64 and ``Y`` ``(S, n, k)``: ``S`` training sets of the same size (one
+    per seed or split). All ``S x len(grid)`` ridge models at ``alpha = 1`` are solved as one batched
+    linear system, and their closed-form LOO losses (Prop. 3) are compared per training set.
+    Returns ``(lams (S,), losses (S, len(grid)))``, equal to calling :func:`select_lambda` on each set.
+    """
+    if not (isinstance(Z, torch.Tensor) and Z.ndim == 3 and Z.dtype == torch.float64):
+        raise ValueError(f"Z must be a float64 (S, n, d) tensor, got {getattr(Z, 'dtype', type(Z))} "
+                         f"{tuple(getattr(Z, 'shape', ()))}")
+    if not (isinstance(Y, torch.Tensor) and Y.ndim == 3 and Y.shape[:2] == Z.shape[:2]):
+        raise ValueError(f"Y must be an (S, n, k) tensor with (S, n) = {tuple(Z.shape[:2])}, "
+                         f"got {tuple(getattr(Y, 'shape', ()))}")
+    lams = torch.as_tensor(list(grid), dtype=torch.float64)
+    if lams.numel() == 0 or not bool((lams > 0).all()):
+        raise ValueError(f"grid must hold at least one lam, all > 0, got {list(grid)}")
+    k = Y.shape[-1]
+    eye = torch.eye(Z.shape[-1], dtype=Z.dtype)
+    system = (Z.mT @ Z)[:, None] + lams[None, :, None, None] * eye          # (S, L, d, d)
+    rhs = torch.cat([Z.mT @ Y, Z.mT], dim=-1)[:, None]                       # (S, 1, d, k + n)
+    solved = torch.linalg.solve(system, rhs)                                 # (S, L, d, k + n)
+    fitted = Z[:, None] @ solved[..., :k]                                    # (S, L, n, k)
+    leverage = (Z[:, None] * solved[..., k:].mT).sum(dim=-1, keepdim=True)   # h_i = z_i^T C z_i
+    loo = (fitted - leverage * Y[:, None]) / (1.0 - leverage)               # equation (2), alpha = 1
+    losses = sample_losses(loo, Y[:, None], loss).mean(dim=-1)               # (S, L)
+    return lams[losses.argmin(dim=1)].numpy(), losses.numpy()
 
 
 def accuracy(Z: torch.Tensor, Y: torch.Tensor, alpha: torch.Tensor | None, lam: float,

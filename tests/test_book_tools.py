@@ -11,50 +11,129 @@ import papermill
 import pytest
 
 from book_helpers import ROOT, chapter_names
-from iclr_lib import dashboard, instructor
+from iclr_lib.book import claims, dashboard, instructor
 
 CHAPTERS = chapter_names()
 
 
 # ----------------------------------------------------------------------------- dashboard
-def _payload(chapter: str, mode: str, verdict: str = "reproduced", paper=2.0, ours=1.5, seconds=75.0) -> dict:
-    return {"meta": {"chapter": chapter, "mode": mode, "run_time_s": seconds},
-            "results": {"headline": {"claim": f"claim of {chapter}", "ours": "text", "verdict": verdict,
-                                     "metric": "accuracy (%)", "paper_value": paper, "our_value": ours}}}
+LIKE = {"data": False, "metric": True, "protocol": False, "note": "small data"}
+PINS = "numpy==1.26.4\nscipy==1.13.1  # a comment\ntorch==2.13.0\n-e .\n"
+VERSIONS = {"python": "3.11.7", "numpy": "1.26.4", "scipy": "1.13.1", "torch": "2.13.0+cpu", "iclr_lib": "0.1.0"}
 
 
-def _record(tmp_path, payloads):
+def _ledger(values, full=True):
+    ledger = claims.Ledger(full=full)
+    ledger.add("head", headline=True, claim="the method beats the baseline", source="Table 1", kind="difference",
+               metric="accuracy gain (points)", paper=2.2, values=values, like_for_like=LIKE, selection="fixed")
+    ledger.add("own", ours_only=True, claim="the method beats nothing", source="ours", kind="difference",
+               metric="gain over no method (points)", paper=None, values=[1.0, 1.1, 0.9], like_for_like=LIKE,
+               selection="fixed")
+    return ledger.records()
+
+
+def _payload(chapter: str, mode: str, values=(-0.1, -0.3, -0.2), seconds=75.0, legacy=False) -> dict:
+    results = ({"headline": {"claim": f"old claim of {chapter}", "metric": "old metric", "verdict": "reproduced"}}
+               if legacy else {"claims": _ledger(list(values), full=mode == "full")})
+    return {"meta": {"chapter": chapter, "mode": mode, "run_time_s": seconds, "versions": dict(VERSIONS)},
+            "results": results}
+
+
+def _book(tmp_path, payloads, intro="# intro\n"):
+    book = tmp_path / "book"
     for payload in payloads:
-        folder = tmp_path / payload["meta"]["mode"]
+        folder = book / "results" / payload["meta"]["mode"]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{payload['meta']['chapter']}.json").write_text(json.dumps(payload))
-    return dashboard.load_recorded(tmp_path)
+    (book / "images").mkdir(parents=True, exist_ok=True)
+    (book / "intro.md").write_text(f"{intro}{dashboard.START_MARKER}\nold\n{dashboard.END_MARKER}\n")
+    (tmp_path / "requirements.txt").write_text(PINS)
+    return book
 
 
-def test_dashboard_table_comes_from_the_recorded_results(tmp_path):
-    recorded = _record(tmp_path, [_payload("09_diva", "full", "not reproduced", 2.2, -0.17, 36.0),
-                                  _payload("09_diva", "quick", seconds=16.4),
-                                  _payload("04_item_to_item_cf", "full", "partly reproduced", None, 0.01, 130)])
+def _write_and_check(book):
+    requirements = book.parent / "requirements.txt"
+    assert dashboard.main(["write", "--book", str(book), "--requirements", str(requirements)]) == 0
+    return dashboard.check(book, requirements)
+
+
+def test_dashboard_tables_come_from_the_ledgers(tmp_path):
+    recorded = dashboard.load_recorded(_book(tmp_path, [
+        _payload("09_diva", "full", seconds=36.0), _payload("09_diva", "quick", values=(0.5, 0.6), seconds=16.4),
+        _payload("01_cold_brew", "full", legacy=True)]) / "results")
     table = dashboard.chapter_table(recorded)
-    assert "| 9 DIVA | 16 s / 36 s | claim of 09_diva | accuracy (%) | 2.2 | -0.17 | **not reproduced** |" in table
-    assert "| 4 Item-to-item CF (bonus) | - / 2 min 10 s | claim of 04_item_to_item_cf | accuracy (%) | no number |" in table
-    assert "**partly**" in table
+    assert ("| 9 DIVA | 16 s / 36 s | the method beats the baseline (Table 1) | accuracy gain (points) | 2.2 "
+            "| -0.2 ± 0.058 (n=3) | data ✗ / metric ✓ / protocol ✗ | **not reproduced** |") in table
+    # every claim, with the quick-mode verdict of CI's run beside the book's
+    assert ("| 9 DIVA | the method beats nothing | ours only | ours | difference | gain over no method (points) | - "
+            "| 1 ± 0.058 (n=3) | data ✗ / metric ✓ / protocol ✗ | **reproduced** | reproduced |") in table
+    assert "| **not reproduced** | reproduced |" in table                          # quick: n = 2, positive
+    # a chapter not yet converted shows no self-graded verdict
+    assert "| 1 Cold Brew | - / 1 min 15 s | old claim of 01_cold_brew | old metric | - | - | - " in table
+    assert "not yet under the claims protocol (issue 23)" in table and "**reproduced** |" not in table.split("\n")[13]
     assert "[DIVA](09_diva.ipynb)" in table and "GRDA (being written)" in table
-    assert table.count("\n|") >= len(dashboard.CHAPTERS) + 2
 
 
-def test_dashboard_rejects_bad_records(tmp_path):
-    bad = _payload("09_diva", "full")
-    del bad["results"]["headline"]["metric"]
-    with pytest.raises(ValueError, match="needs the keys"):
-        dashboard.chapter_table(_record(tmp_path / "a", [bad]))
-    with pytest.raises(ValueError, match="verdict must be one of"):
-        dashboard.chapter_table(_record(tmp_path / "b", [_payload("09_diva", "full", "maybe")]))
-    misplaced = _payload("09_diva", "quick")
-    (tmp_path / "c" / "full").mkdir(parents=True)
-    (tmp_path / "c" / "full" / "09_diva.json").write_text(json.dumps(misplaced))
-    with pytest.raises(ValueError, match="quick"):
-        dashboard.load_recorded(tmp_path / "c")
+def test_dashboard_check_passes_on_fresh_tables_and_fails_when_stale(tmp_path):
+    book = _book(tmp_path, [_payload("09_diva", "full"), _payload("09_diva", "quick")])
+    assert _write_and_check(book) == []
+    (book / "intro.md").write_text((book / "intro.md").read_text().replace("Table 1", "Table 2"))
+    assert any("intro.md is out of date" in p for p in dashboard.check(book, tmp_path / "requirements.txt"))
+
+
+def test_dashboard_check_fails_on_a_verdict_edited_by_hand(tmp_path):
+    payload = _payload("09_diva", "full")
+    payload["results"]["claims"][0]["verdict"] = "reproduced"                  # the rule says: not reproduced
+    found = _check_only(tmp_path, [payload])
+    assert any("verdict 'reproduced', but the rule gives 'not reproduced'" in p for p in found), found
+
+
+def test_dashboard_check_fails_on_a_version_mismatch(tmp_path):
+    payload = _payload("09_diva", "full")
+    payload["meta"]["versions"]["scipy"] = "1.17.1"
+    found = _check_only(tmp_path, [payload])
+    assert "09_diva (full): recorded with scipy 1.17.1, requirements.txt pins 1.13.1" in found
+    payload["meta"]["versions"].update(scipy="1.13.1", python="3.12.1")
+    assert any("Python 3.12.1" in p for p in _check_only(tmp_path / "b", [payload]))
+
+
+def test_dashboard_check_fails_on_protocol_breaches(tmp_path):
+    one_seed = _payload("09_diva", "full")
+    head = one_seed["results"]["claims"][0]
+    head["ours"] = claims.summarise([-0.1])
+    head["verdict"] = "not reproduced"
+    assert any("rests on 1 seed(s)" in p for p in _check_only(tmp_path / "a", [one_seed]))
+    assert any("no claims ledger" in p for p in _check_only(tmp_path / "b", [_payload("09_diva", "full", legacy=True)]))
+    converted = _payload("01_cold_brew", "full")                                # on the PENDING list, but converted
+    assert any("take it off dashboard.PENDING" in p for p in _check_only(tmp_path / "c", [converted]))
+
+
+def _check_only(tmp_path, payloads):
+    book = _book(tmp_path, payloads)
+    return dashboard.check(book, tmp_path / "requirements.txt")
+
+
+def test_dashboard_check_fails_on_a_verdict_typed_into_a_chapter(tmp_path):
+    book = _book(tmp_path, [_payload("09_diva", "full")])
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("The gain is within noise here."),
+                                               nbformat.v4.new_code_cell("x = 'reproduced'")])
+    nbformat.write(notebook, book / "09_diva.ipynb")
+    found = dashboard.check(book, tmp_path / "requirements.txt")
+    assert found == ["a verdict typed by hand (use the ledger's table): 09_diva.ipynb, cell 0: "
+                     "'The gain is within noise here.'"]
+
+
+def test_pinned_versions_read_requirements():
+    pins = dashboard.pinned_versions(ROOT / "requirements.txt")
+    assert pins["scipy"] == "1.13.1" and pins["torch"] == "2.13.0" and pins["scikit-learn"]
+    assert dashboard.version_problems({"meta": {"versions": {"torch": "2.13.0+cpu", "python": "3.11.7"}}}, pins) == []
+
+
+def test_dashboard_run_refuses_an_unpinned_environment(tmp_path, capsys):
+    (tmp_path / "requirements.txt").write_text("numpy==0.0.1\n")
+    assert dashboard.main(["run", "--book", str(tmp_path), "--requirements", str(tmp_path / "requirements.txt"),
+                           "--chapters"]) == 2
+    assert "numpy" in capsys.readouterr().err
 
 
 def test_render_intro_replaces_only_the_generated_part():
@@ -65,15 +144,16 @@ def test_render_intro_replaces_only_the_generated_part():
 
 
 def test_dashboard_figure_is_deterministic(tmp_path):
-    recorded = _record(tmp_path, [_payload("09_diva", "full"), _payload("04_item_to_item_cf", "full", paper=None)])
+    recorded = dashboard.load_recorded(_book(tmp_path, [_payload("09_diva", "full"),
+                                                        _payload("01_cold_brew", "full", legacy=True)]) / "results")
     first = dashboard.headline_figure(recorded, tmp_path / "a.svg").read_bytes()
     second = dashboard.headline_figure(recorded, tmp_path / "b.svg").read_bytes()
     assert first == second and b"<svg" in first
 
 
-def test_intro_and_figure_match_the_recorded_results():
-    """`python -m iclr_lib.dashboard check`: the committed intro.md and figure are up to date."""
-    check = subprocess.run([sys.executable, "-m", "iclr_lib.dashboard", "check"], cwd=ROOT,
+def test_the_committed_dashboard_passes_its_check():
+    """`python -m iclr_lib.book.dashboard check`: ledgers, versions, typed verdicts, intro.md and figure."""
+    check = subprocess.run([sys.executable, "-m", "iclr_lib.book.dashboard", "check"], cwd=ROOT,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
@@ -134,7 +214,7 @@ def test_student_copy_runs_up_to_its_coding_exercise(tmp_path, monkeypatch):
 
 
 def test_student_copies_command(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "iclr_lib.instructor", "student-copies", "--out", str(tmp_path)],
+    run = subprocess.run([sys.executable, "-m", "iclr_lib.book.instructor", "student-copies", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert sorted(p.stem for p in tmp_path.glob("*.ipynb")) == sorted(
@@ -143,7 +223,7 @@ def test_student_copies_command(tmp_path):
 
 # ----------------------------------------------------------------------------- offline MathJax
 def test_mathjax_is_installed_for_the_book():
-    from iclr_lib.sphinx_mathjax import ENTRY, mathjax_source
+    from iclr_lib.book.sphinx_mathjax import ENTRY, mathjax_source
 
     source = mathjax_source()
     assert (source / ENTRY).stat().st_size > 500_000

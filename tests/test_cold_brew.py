@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from iclr_lib import cold_brew as cb
-from iclr_lib.exercises import check_virtual_neighbours
+from iclr_lib.exercises.cold_brew import check_virtual_neighbours
 
 
 def ring_with_chords(n: int = 12) -> torch.Tensor:

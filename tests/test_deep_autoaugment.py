@@ -214,7 +214,7 @@ def test_training_learns_a_separable_task_and_accuracy_counts():
 
 
 def test_policy_derivative_exercise_check_accepts_the_solution_and_rejects_the_plain_gradient():
-    from iclr_lib.exercises import check_policy_derivative
+    from iclr_lib.exercises.deep_autoaugment import check_policy_derivative
 
     def solution(G, g_val, probs):
         g_aug = probs @ G

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 
 from iclr_lib import diva as dv
-from iclr_lib.exercises import check_dual_ridge
+from iclr_lib.exercises.diva import check_dual_ridge
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,21 @@ def test_dual_ridge_exercise_check_accepts_the_solution_and_rejects_a_wrong_one(
     assert check_dual_ridge(dual_ridge_fit)
     with pytest.raises(AssertionError, match="differ"):
         check_dual_ridge(lambda Z, Y, alpha, lam: Z.T @ torch.linalg.solve(Z @ Z.T + lam * torch.eye(len(Z), dtype=Z.dtype), Y))
+
+
+def test_batched_lambda_selection_equals_one_selection_per_seed():
+    """Vectorised seeds: one batched solve gives each training set's LOO curve and lambda."""
+    gen = torch.Generator().manual_seed(4)
+    S, n, d, k = 4, 30, 8, 3
+    Z = torch.randn(S, n, d, generator=gen, dtype=torch.float64)
+    Y = dv.one_hot(torch.randint(0, k, (S * n,), generator=gen).numpy(), k).reshape(S, n, k)
+    grid = [1e-3, 1e-1, 1.0, 10.0]
+    lams, losses = dv.select_lambda_batched(Z, Y, grid)
+    for s in range(S):
+        lam_s, curve_s = dv.select_lambda(Z[s], Y[s], grid)
+        assert lams[s] == lam_s
+        np.testing.assert_allclose(losses[s], curve_s, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(S, n, d\)"):
+        dv.select_lambda_batched(Z[0], Y[0], grid)
+    with pytest.raises(ValueError, match="grid"):
+        dv.select_lambda_batched(Z, Y, [0.0])

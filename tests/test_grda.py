@@ -257,7 +257,7 @@ def test_equilibria_clique_chain_and_star():
 
 
 def test_exercise_self_check_accepts_the_reference_and_rejects_an_unbalanced_loss():
-    from iclr_lib.exercises import check_graph_discriminator_loss
+    from iclr_lib.exercises.grda import check_graph_discriminator_loss
 
     assert check_graph_discriminator_loss(grda.graph_discriminator_loss)
 

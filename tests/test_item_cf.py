@@ -188,3 +188,22 @@ def test_zero_diagonal_with_items_nobody_bought():
     assert (S.diagonal() != 0).sum() == 0
     np.testing.assert_allclose(S.toarray(), reference, atol=1e-12)
     assert S.nnz == np.count_nonzero(reference)
+
+
+def test_jaccard_exercise_check_accepts_a_correct_answer_and_rejects_a_wrong_one():
+    from iclr_lib.exercises.item_cf import check_jaccard_similarity
+
+    def jaccard(R):
+        binary = (R.toarray() > 0).astype(float)
+        both = binary.T @ binary
+        buyers = np.diag(both)
+        union = buyers[:, None] + buyers[None, :] - both
+        sim = np.divide(both, union, out=np.zeros_like(both), where=union > 0)
+        np.fill_diagonal(sim, 0.0)
+        return sim
+
+    assert check_jaccard_similarity(jaccard)
+    with pytest.raises(AssertionError, match="diagonal"):
+        check_jaccard_similarity(lambda R: jaccard(R) + np.eye(R.shape[1]))
+    with pytest.raises(AssertionError, match="similarity of items"):
+        check_jaccard_similarity(lambda R: icf.item_cosine_similarity(R).toarray())

@@ -228,7 +228,7 @@ def test_discriminative_score_and_forecast_error():
 
 
 def test_moment_loss_exercise_check_accepts_the_solution_and_rejects_a_wrong_one():
-    from iclr_lib.exercises import check_moment_loss
+    from iclr_lib.exercises.psa_gan import check_moment_loss
 
     assert check_moment_loss(pg.moment_loss)
     with pytest.raises(AssertionError, match="pair window"):   # batch-level moments instead of per-window ones

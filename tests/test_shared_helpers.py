@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from iclr_lib.results import Results, load_results
+from iclr_lib.book.results import Results, load_results
 from iclr_lib.runtime import median_seconds, quick_mode, seed_everything
 
 

@@ -8,7 +8,7 @@ Two kinds of solution regions are removed:
 
 The ``{exercise}`` blocks, with their stable labels ``ex-<chapter>-<n>``, stay. Command::
 
-    python -m iclr_lib.instructor student-copies --out _student     # from the repository root
+    python -m iclr_lib.book.instructor student-copies --out _student     # from the repository root
 
 ``_student/`` is excluded from the book build and from git.
 """
@@ -102,7 +102,7 @@ def write_student_copies(book_dir: str | Path, out_dir: str | Path) -> list[Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iclr_lib.instructor",
+    parser = argparse.ArgumentParser(prog="python -m iclr_lib.book.instructor",
                                      description="Write student copies of the chapters (solutions removed).")
     parser.add_argument("command", choices=("student-copies",))
     parser.add_argument("--book", default="book", help="folder with the chapter notebooks (default: book)")

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 RESULTS_ENV = "ICLR_LIB_RESULTS_DIR"
+#: The packages whose versions every record stores (the dashboard compares them with requirements.txt).
+RECORDED_PACKAGES = ("numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "torch", "torch-geometric",
+                     "libpecos", "transformers", "sentence-transformers", "onnx", "pillow")
 
 
 def _plain(value: Any) -> Any:
@@ -50,12 +53,12 @@ class Results(dict):
         import importlib.metadata as md
 
         versions = {"python": platform.python_version()}
-        for pkg in ("numpy", "scipy", "scikit-learn", "torch", "torch-geometric"):
+        for pkg in RECORDED_PACKAGES:
             try:
                 versions[pkg] = md.version(pkg)
             except md.PackageNotFoundError:
                 pass
-        from . import __version__
+        from .. import __version__
 
         versions["iclr_lib"] = __version__
         return {"chapter": self.chapter, "mode": "quick" if self.quick else "full",

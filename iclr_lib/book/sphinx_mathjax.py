@@ -7,7 +7,7 @@ modules, the menu and accessibility extensions) from the ``django-static-mathjax
 3.2.2, Apache-2.0; it needs no Django). Enable it in ``_config.yml``::
 
     sphinx:
-      extra_extensions: [iclr_lib.sphinx_mathjax]
+      extra_extensions: [iclr_lib.book.sphinx_mathjax]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def mathjax_source() -> Path:
     try:
         folder = Path(str(files("mathjax"))) / "static" / "mathjax" / "es5"
     except ModuleNotFoundError as exc:
-        raise RuntimeError("iclr_lib.sphinx_mathjax needs `pip install django-static-mathjax==3.2.2.1`") from exc
+        raise RuntimeError("iclr_lib.book.sphinx_mathjax needs `pip install django-static-mathjax==3.2.2.1`") from exc
     if not (folder / ENTRY).is_file():
         raise RuntimeError(f"{folder / ENTRY} not found: is django-static-mathjax 3.x installed?")
     return folder
