@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ._compare import assert_matches
+
 
 def check_virtual_neighbours(fn: Callable, trials: int = 3) -> bool:
     """Exercise ex-01-4: ``fn(query, pool, k)`` must implement the paper's Eq. 4.
@@ -24,10 +26,6 @@ def check_virtual_neighbours(fn: Callable, trials: int = 3) -> bool:
         scores = query @ pool.T
         top, idx = scores.topk(k, dim=1)
         want = torch.einsum("bk,bkd->bd", torch.softmax(top, dim=1), pool[idx])
-        got = torch.as_tensor(fn(query, pool, k))
-        if got.shape != want.shape:
-            raise AssertionError(f"trial {trial}: expected shape {tuple(want.shape)} [B, d], got {tuple(got.shape)}")
-        if not torch.allclose(got, want, atol=1e-5):
-            raise AssertionError(f"trial {trial} (k={k}): values differ from softmax over the top-k scores; "
-                                 "did you keep only the k best pool rows before the softmax?")
+        assert_matches(torch.as_tensor(fn(query, pool, k)), want, trial=trial, layout="[B, d]", atol=1e-5,
+                       hint=f"softmax over the top-{k} scores: did you keep only the k best pool rows before the softmax?")
     return True

@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from ._compare import assert_matches
+
 
 def check_pifa(fn: Callable[[sp.csr_matrix, sp.csr_matrix], object], trials: int = 3) -> bool:
     """Exercise ex-02-3: ``fn(Y, X)`` must return PIFA label embeddings ``(L, V)``.
@@ -27,10 +29,6 @@ def check_pifa(fn: Callable[[sp.csr_matrix, sp.csr_matrix], object], trials: int
         X = sp.csr_matrix((rng.random((n, V)) * (rng.random((n, V)) < 0.3)).astype(np.float32))
         got = fn(Y, X)
         got = got.toarray() if sp.issparse(got) else np.asarray(got, dtype=np.float64)
-        want = pifa_label_embeddings(Y, X).toarray()
-        if got.shape != want.shape:
-            raise AssertionError(f"trial {trial}: expected shape {want.shape} (labels, features), got {got.shape}")
-        if not np.allclose(got, want, atol=1e-5):
-            raise AssertionError(f"trial {trial}: embeddings differ by up to {np.abs(got - want).max():.2e} "
-                                 "(normalise the rows of Y first, then the rows of Y^T X)")
+        assert_matches(got, pifa_label_embeddings(Y, X).toarray(), trial=trial, layout="(labels, features)",
+                       atol=1e-5, hint="normalise the rows of Y first, then the rows of Y^T X")
     return True

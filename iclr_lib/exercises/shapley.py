@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._compare import assert_matches
+
 
 def check_exact_shapley(fn: Callable, trials: int = 3) -> bool:
     """Exercise ex-11-3: ``fn(value, n_players)`` must return the exact Shapley values, ``(n_players,)``.
@@ -25,11 +27,6 @@ def check_exact_shapley(fn: Callable, trials: int = 3) -> bool:
         def value(mask, table=table, n=n):
             return float(table[int((np.asarray(mask, dtype=bool) * (1 << np.arange(n))).sum())])
 
-        got = np.asarray(fn(value, n), dtype=float)
-        want = exact_shapley(value, n)
-        if got.shape != want.shape:
-            raise AssertionError(f"trial {trial}: expected shape {want.shape} (n_players,), got {got.shape}")
-        if not np.allclose(got, want, atol=1e-9):
-            raise AssertionError(f"trial {trial}: values differ from the Shapley values by {np.abs(got - want).max():.2e}"
-                                 " (check the weights |S|! (n - |S| - 1)! / n!)")
+        assert_matches(fn(value, n), exact_shapley(value, n), trial=trial, layout="(n_players,)", atol=1e-9,
+                       hint="the Shapley values: check the weights |S|! (n - |S| - 1)! / n!")
     return True
