@@ -457,17 +457,21 @@ def sample_noise(n: int, length: int, seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------- metrics
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance between Gaussians fitted to the rows of ``a (n, d)`` and ``b (m, d)``:
-    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` (FID when the rows are embeddings)."""
-    from scipy import linalg
+    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` (FID when the rows are embeddings).
 
+    The trace of the root is computed as ``sum sqrt(eig(S_a^{1/2} S_b S_a^{1/2}))`` (the same eigenvalues
+    as ``S_a S_b``, but of a symmetric matrix), with numpy's ``eigh`` only: no ``scipy.linalg.sqrtm``,
+    whose signature and 1x1 behaviour changed between scipy releases.
+    """
     a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
     if a.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must be (n, d) and (m, d), got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = root.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    w, v = np.linalg.eigh(cov_a)
+    half_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T                      # S_a^{1/2}
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(half_a @ cov_b @ half_a), 0.0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
 class TSEncoder(nn.Module):

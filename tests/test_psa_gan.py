@@ -199,6 +199,28 @@ def test_autocorrelation_and_acf_distance():
     assert pg.acf_distance(sine, np.random.default_rng(0).random((20, 96))) > 0.3
 
 
+def test_frechet_distance_matches_scipy_and_does_not_depend_on_its_sqrtm(monkeypatch):
+    """Regression: the old code called ``sqrtm(..., disp=False)``, which fails for 1x1 input on scipy 1.17
+    and is a TypeError on 1.18 (``disp`` removed). The distance must agree with scipy's matrix root
+    and must not call it."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(200, 5)), rng.normal(0.3, 1.5, size=(150, 5)) @ rng.normal(size=(5, 5))
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = (((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb)
+                 - 2 * np.trace(linalg.sqrtm(ca @ cb)).real)
+
+    def sqrtm_without_disp(A):                                  # scipy 1.18's signature
+        raise AssertionError("frechet_distance must not depend on scipy.linalg.sqrtm")
+
+    monkeypatch.setattr(linalg, "sqrtm", sqrtm_without_disp)
+    assert pg.frechet_distance(a, b) == pytest.approx(reference, rel=1e-9)
+    x, y = rng.normal(size=(50, 1)), rng.normal(2.0, 3.0, size=(60, 1))   # 1x1 covariances
+    closed = (x.mean() - y.mean()) ** 2 + (np.std(x, ddof=1) - np.std(y, ddof=1)) ** 2
+    assert pg.frechet_distance(x, y) == pytest.approx(closed, rel=1e-9)
+
+
 def test_context_fid_encoder_separates_shuffled_windows():
     sampler = pg.WindowSampler(_sine_series(20), 32)
     rng = np.random.default_rng(0)
