@@ -343,7 +343,9 @@ class UserKNNRecommender(_Recommender):
         sim = np.asarray((self.normalised_[users] @ self.normalised_T_).todense())
         sim[np.arange(len(users)), users] = 0.0  # a user is not their own neighbour
         k = min(self.k_neighbours, sim.shape[1] - 1)
-        cut = np.argpartition(-sim, k - 1, axis=1)[:, k:]
+        # A stable sort, not argpartition: equal similarities go to the lower user id on every numpy
+        # (argpartition's order among ties is unspecified and changed in numpy 2).
+        cut = np.argsort(-sim, axis=1, kind="stable")[:, k:]
         np.put_along_axis(sim, cut, 0.0, axis=1)
         return sim
 

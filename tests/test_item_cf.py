@@ -207,3 +207,17 @@ def test_jaccard_exercise_check_accepts_a_correct_answer_and_rejects_a_wrong_one
         check_jaccard_similarity(lambda R: jaccard(R) + np.eye(R.shape[1]))
     with pytest.raises(AssertionError, match="similarity of items"):
         check_jaccard_similarity(lambda R: icf.item_cosine_similarity(R).toarray())
+
+
+def test_user_knn_breaks_neighbour_ties_by_user_id():
+    """Regression: the k nearest neighbours came from ``argpartition``, whose order among equal
+    similarities is unspecified (it changed in numpy 2). Ties must go to the lower user id."""
+    # user 0 bought items 0 and 1; users 1-11 each bought item 0 and one other item (all the same
+    # similarity to user 0); with k = 5 the neighbours must be users 1 to 5.
+    dense = np.zeros((12, 4))
+    dense[0, :2] = 1.0
+    dense[1:, 0] = 1.0
+    dense[1:, 2 + (np.arange(11) % 2)] = 1.0
+    R = sp.csr_matrix(dense)
+    weights = icf.UserKNNRecommender(5).fit(R).neighbour_weights(np.array([0]))
+    assert np.flatnonzero(weights[0]).tolist() == [1, 2, 3, 4, 5]
