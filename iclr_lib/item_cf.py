@@ -343,10 +343,14 @@ class UserKNNRecommender(_Recommender):
         sim = np.asarray((self.normalised_[users] @ self.normalised_T_).todense())
         sim[np.arange(len(users)), users] = 0.0  # a user is not their own neighbour
         k = min(self.k_neighbours, sim.shape[1] - 1)
-        # A stable sort, not argpartition: equal similarities go to the lower user id on every numpy
-        # (argpartition's order among ties is unspecified and changed in numpy 2).
-        cut = np.argsort(-sim, axis=1, kind="stable")[:, k:]
-        np.put_along_axis(sim, cut, 0.0, axis=1)
+        # Keep every similarity above the k-th largest, then the lowest-id users among those equal to
+        # it: linear time like argpartition, but deterministic on every numpy (argpartition's order
+        # among ties is unspecified and changed in numpy 2).
+        kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1:k]                 # (B, 1)
+        above = sim > kth
+        ties = sim == kth
+        keep = above | (ties & (np.cumsum(ties, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+        sim[~keep] = 0.0
         return sim
 
     def score_users(self, train: sp.csr_matrix, users: np.ndarray) -> np.ndarray:

@@ -221,3 +221,18 @@ def test_user_knn_breaks_neighbour_ties_by_user_id():
     R = sp.csr_matrix(dense)
     weights = icf.UserKNNRecommender(5).fit(R).neighbour_weights(np.array([0]))
     assert np.flatnonzero(weights[0]).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_user_knn_neighbours_equal_a_stable_sort_on_tie_heavy_data():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        R = sp.csr_matrix((rng.random((60, 8)) < 0.3).astype(float))   # 8 items: many equal similarities
+        model = icf.UserKNNRecommender(int(rng.integers(1, 10))).fit(R)
+        users = np.arange(60)
+        sim = np.asarray((model.normalised_ @ model.normalised_T_).todense())   # the same rounding as the model
+        sim[users, users] = 0.0
+        expected = sim.copy()
+        np.put_along_axis(expected, np.argsort(-sim, axis=1, kind="stable")[:, model.k_neighbours:], 0.0, axis=1)
+        got = model.neighbour_weights(users)
+        np.testing.assert_array_equal(got > 0, expected > 0, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(got, expected, atol=1e-12)
