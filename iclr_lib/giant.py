@@ -12,7 +12,8 @@ The pieces, in the order of the chapter:
 
 - Data: :func:`load_citeseer_tag` (CiteSeer with raw text, a torch-geometric ``Data``).
 - Graph-agnostic features: :func:`tfidf_features` and :func:`lsa_features`.
-- XMC with PECOS (``libpecos``): :func:`neighbourhood_matrix`, :func:`pifa_label_embeddings` (written
+- XMC with PECOS (``libpecos``): :func:`patch_pecos` (two fixes that libpecos 1.2.8 needs under
+  numpy 2 and scipy >= 1.14), :func:`neighbourhood_matrix`, :func:`pifa_label_embeddings` (written
   out; equal to ``LabelEmbeddingFactory.create(..., method="pifa")``), :func:`build_label_tree`
   (``Indexer``, balanced spherical k-means), :func:`level_targets` (the multi-resolution ``Y^(t)``),
   :func:`train_xr_linear`, :func:`precision_recall_at_k`, :func:`popularity_ranking`.
@@ -39,6 +40,83 @@ from torch import nn
 Negatives = Literal["tfn", "man", "tfn+man", "none"]
 
 CITESEER_CLASSES = ("Agents", "AI", "DB", "IR", "ML", "HCI")
+
+
+# ----------------------------------------------------------------------------- libpecos under numpy 2
+def _get_index_dtype(arrays=(), maxval=None, check_contents=False):
+    """``scipy.sparse``'s old ``sputils.get_index_dtype``: int32 if every array (and ``maxval``) fits
+    in int32, else int64. libpecos passes a single array as ``arrays``."""
+    if isinstance(arrays, np.ndarray):
+        arrays = (arrays,)
+    info = np.iinfo(np.int32)
+    if maxval is not None and maxval > info.max:
+        return np.int64
+    for a in arrays:
+        a = np.asarray(a)
+        if np.can_cast(a.dtype, np.int32):
+            continue
+        if check_contents and (a.size == 0 or (np.issubdtype(a.dtype, np.integer)
+                                               and info.min <= a.min() and a.max() <= info.max)):
+            continue
+        return np.int64
+    return np.int32
+
+
+def _upcast(*dtypes):
+    """``scipy.sparse``'s old ``sputils.upcast``: the smallest sparse-supported dtype holding all."""
+    out = np.result_type(*dtypes)
+    if out == np.float16:
+        out = np.dtype(np.float32)
+    return out.type
+
+
+class _SparseWithSputils:
+    """``scipy.sparse`` as libpecos's ``smat_util`` sees it: everything forwarded, plus the two
+    ``sputils`` helpers that scipy 1.14 removed from its public namespace."""
+
+    sputils = type("sputils", (), {"get_index_dtype": staticmethod(_get_index_dtype),
+                                    "upcast": staticmethod(_upcast)})
+
+    def __getattr__(self, name):
+        return getattr(sp, name)
+
+
+def _cs_matrix(arg1, mat_type, shape=None, dtype=None, copy=False, check_contents=False):
+    """libpecos's ``smat_util.cs_matrix`` with numpy 2's copy rule: ``copy=False`` means "copy only
+    if needed" (``np.asarray``); numpy 2's ``np.array(..., copy=False)`` raises instead."""
+    data, indices, indptr = arg1
+    as_array = np.array if copy else np.asarray
+    ret = mat_type(shape, dtype=dtype)
+    ret.indices = as_array(indices, dtype=_get_index_dtype(indices, check_contents=check_contents))
+    ret.indptr = as_array(indptr, dtype=_get_index_dtype(indptr, check_contents=check_contents))
+    ret.data = as_array(data, dtype=dtype)
+    return ret
+
+
+def patch_pecos() -> bool:
+    """Let libpecos 1.2.8 run under numpy 2 and scipy >= 1.14; returns whether it patched anything.
+
+    libpecos's compiled core loads through ctypes and works under numpy 2; two pure-Python calls in
+    ``pecos/utils/smat_util.py`` do not: ``scipy.sparse.sputils.get_index_dtype`` / ``upcast`` (gone
+    from scipy's public namespace in 1.14) and ``np.array(x, copy=False)`` (an error under numpy 2
+    when a copy is needed). This replaces exactly those, in that module only, and does nothing under
+    numpy 1 with scipy < 1.14 (the book's pinned environment). Called by every function here that uses
+    PECOS; idempotent. ``tests/test_giant.py`` checks the replacements against the originals.
+    """
+    from pecos.utils import smat_util
+
+    if getattr(smat_util, "_iclr_lib_patched", False):
+        return True
+    try:
+        old_scipy = callable(sp.sputils.get_index_dtype) and callable(sp.sputils.upcast)
+    except AttributeError:
+        old_scipy = False
+    if old_scipy and np.lib.NumpyVersion(np.__version__) < "2.0.0":
+        return False
+    smat_util.smat = _SparseWithSputils()
+    smat_util.cs_matrix = _cs_matrix
+    smat_util._iclr_lib_patched = True
+    return True
 
 
 # ----------------------------------------------------------------------------- data
@@ -171,6 +249,7 @@ def build_label_tree(Z, nr_splits: int = 16, max_leaf_size: int = 16, seed: int 
     ``(K_t, K_{t-1})`` and maps each level-``t`` cluster to its parent (``K_0 = 1``); the last one is
     ``(L, K_{D-1})`` and maps labels to the finest clusters. Every row has exactly one 1.
     """
+    patch_pecos()
     from pecos.xmc import Indexer
 
     Zc = Z.tocsr().astype(np.float32) if sp.issparse(Z) else np.ascontiguousarray(Z, dtype=np.float32)
@@ -204,6 +283,7 @@ def cluster_membership(chain: Sequence[sp.csr_matrix]) -> list[np.ndarray]:
 
 def train_xr_linear(X: sp.csr_matrix, Y: sp.csr_matrix, chain: Sequence[sp.csr_matrix]):
     """PECOS XR-Linear (a linear one-vs-rest ranker at every tree level, beam search at prediction)."""
+    patch_pecos()
     from pecos.utils.cluster_util import ClusterChain
     from pecos.xmc.xlinear.model import XLinearModel
 

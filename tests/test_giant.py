@@ -89,6 +89,7 @@ def test_lsa_features_are_the_projection_on_the_components():
 
 
 def test_pifa_equals_pecos():
+    giant.patch_pecos()
     from pecos.xmc import LabelEmbeddingFactory
 
     rng = np.random.default_rng(0)
@@ -182,6 +183,62 @@ def test_xr_linear_beats_popularity_on_held_out_citeseer(citeseer):
     for k in (1, 5, 10):
         p, r = giant.precision_recall_at_k(Y[test][rows], scores[rows], k)
         assert p == pytest.approx(metrics.prec[k - 1]) and r == pytest.approx(metrics.recall[k - 1])
+
+
+# ----------------------------------------------------------------------------- libpecos under numpy 2
+def _needs_patch() -> bool:
+    try:
+        sp.sputils.get_index_dtype, sp.sputils.upcast
+    except AttributeError:
+        return True
+    return np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+def test_patch_pecos_patches_exactly_when_numpy_2_or_new_scipy():
+    from pecos.utils import smat_util
+
+    patched = giant.patch_pecos()
+    assert patched == _needs_patch()
+    assert giant.patch_pecos() == patched  # idempotent
+    assert (smat_util.cs_matrix is giant._cs_matrix) == patched
+
+
+def test_pecos_sparse_helpers_work_after_the_patch():
+    """Under numpy 2 / scipy >= 1.14 these raised (AttributeError: sputils.get_index_dtype; ValueError:
+    np.array(copy=False)) before the patch; they must give the matrices PECOS means."""
+    giant.patch_pecos()
+    from pecos.utils import smat_util
+
+    A = sp.random(20, 15, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    B = smat_util.csr_matrix((A.data, A.indices.astype(np.int64), A.indptr.astype(np.int64)), shape=A.shape)
+    assert (B != A).nnz == 0 and B.indices.dtype == np.int64  # kept: PECOS does not check contents here
+    C = smat_util.csc_matrix((A.data, A.indices, A.indptr), shape=A.shape[::-1], dtype=np.float64)
+    assert C.dtype == np.float64 and (C.T != A).nnz == 0
+    stacked = smat_util.vstack_csr([A, A])
+    assert stacked.shape == (40, 15) and (stacked[20:] != A).nnz == 0
+
+
+def test_sputils_replacements_equal_scipys_own():
+    from scipy.sparse import _sputils
+
+    cases = [np.arange(5, dtype=np.int32), np.arange(5, dtype=np.int64), np.array([2**40]),
+             np.array([], dtype=np.int64), np.arange(3, dtype=np.uint64), np.array([-(2**33)])]
+    for a in cases:
+        for contents in (False, True):
+            assert giant._get_index_dtype((a,), check_contents=contents) == \
+                _sputils.get_index_dtype((a,), check_contents=contents), (a, contents)
+    assert giant._get_index_dtype((), maxval=2**31) == _sputils.get_index_dtype((), maxval=2**31) == np.int64
+    for dtypes in [(np.float32,), (np.float32, np.float64), (np.int32, np.float32), (np.bool_, np.int8),
+                   (np.float16,), (np.complex64, np.float64)]:
+        assert np.dtype(giant._upcast(*dtypes)) == np.dtype(_sputils.upcast(*dtypes)), dtypes
+
+
+def test_cs_matrix_replacement_keeps_pecos_copy_semantics():
+    A = sp.random(6, 5, density=0.5, format="csr", random_state=0, dtype=np.float32)
+    shared = giant._cs_matrix((A.data, A.indices, A.indptr), sp.csr_matrix, shape=A.shape, copy=False)
+    assert np.shares_memory(shared.data, A.data)
+    copied = giant._cs_matrix((A.data, A.indices, A.indptr), sp.csr_matrix, shape=A.shape, copy=True)
+    assert not np.shares_memory(copied.data, A.data) and (copied != A).nnz == 0
 
 
 def test_squared_hinge_closed_form_and_mask():
