@@ -20,7 +20,7 @@ Importing the package is cheap: submodules (and torch) load only when you import
 """
 __version__ = "0.1.0"
 
-#: Where the book's sources live; Colab install cells install ``git+REPOSITORY_URL@v<version>``.
+#: Where the book's sources live; Colab install cells install ``git+REPOSITORY_URL@<ref>`` (iclr_lib.book.colab).
 #: ``tests/test_colab_cells.py`` checks this against ``_config.yml`` and every chapter.
 REPOSITORY_URL = "https://github.com/iclr-lib/amazon-iclr2022-book"
 
