@@ -3,8 +3,9 @@ then the whole book builds with ``jupyter-book build -W -n --keep-going`` (warni
 
 Each chapter is executed with papermill (one test per chapter, with its run time checked against
 the quick-mode budget); results go to ``$ICLR_LIB_RESULTS_DIR`` (default: a temporary folder).
-The book build then executes the committed notebooks itself, in quick mode, with the project's own
-``_config.yml`` (``execute.raise_on_error: true``), in a temporary copy of the book.
+The book is then built (warnings are errors) in a temporary copy from those executed notebooks, with
+the project's ``_config.yml`` except ``execute_notebooks: off``, so CI runs each chapter once; the
+reader's build executes them itself (``test_reader_config_executes_every_chapter``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import papermill
+import yaml
 import pytest
 
 from book_helpers import ROOT, chapter_names
@@ -57,7 +59,7 @@ def executed(tmp_path_factory) -> dict[str, dict]:
             except papermill.PapermillExecutionError as exc:
                 error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
             outcome[name] = {"error": error, "seconds": time.perf_counter() - start,
-                             "results": Path(results_dir) / f"{name}.json"}
+                             "results": Path(results_dir) / f"{name}.json", "notebook": output}
     finally:
         for key, value in saved.items():
             if value is None:
@@ -125,13 +127,23 @@ def test_chapter_runs_in_quick_mode_within_budget(executed, machine_factor, name
 
 @pytest.fixture(scope="session")
 def built_html(executed, book_copy) -> Path:
-    """Build the book (quick mode, warnings are errors) once; the folder of its HTML output."""
+    """Build the book (quick mode, warnings are errors) once; the folder of its HTML output.
+
+    The build renders the notebooks that the papermill runs above executed (``execute_notebooks: off``
+    in the copy's configuration) instead of running every chapter a second time: the reader's
+    configuration executes at build time, and ``test_reader_config_executes_every_chapter`` keeps it so.
+    """
     assert all(run["error"] is None for run in executed.values()), "a chapter failed; see its own test"
+    for name, run in executed.items():
+        shutil.copy(run["notebook"], book_copy / "book" / f"{name}.ipynb")
+    config = yaml.safe_load((book_copy / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (book_copy / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     cli = Path(sys.executable).with_name("jupyter-book")
     command = [str(cli) if cli.exists() else "jupyter-book", "build", str(book_copy), "-W", "-n", "--keep-going"]
     env = {**os.environ, "ICLR_LIB_QUICK": "1"}
     env.pop("MPLBACKEND", None)  # figures must render inline
-    env.pop("ICLR_LIB_RESULTS_DIR", None)  # the papermill runs above already recorded the results
+    env.pop("ICLR_LIB_RESULTS_DIR", None)
     build = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
     log = build.stdout + build.stderr
     assert build.returncode == 0, f"jupyter-book build failed:\n{log[-6000:]}"
@@ -140,6 +152,13 @@ def built_html(executed, book_copy) -> Path:
     if artifacts:
         shutil.copytree(html, artifacts, dirs_exist_ok=True)
     return html
+
+
+def test_reader_config_executes_every_chapter():
+    """The reader's build (README) runs every chapter; only CI's build renders pre-executed copies."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] in {"force", "cache", "auto"}
+    assert config["execute"]["raise_on_error"] is True
 
 
 @pytest.mark.chapters

@@ -83,7 +83,7 @@ def test_colab_check_command_agrees_with_the_notebooks():
 
 def test_extras_exist_and_core_has_no_upper_bound_on_numpy():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    for extra in set(colab.CHAPTER_EXTRAS.values()) | set(colab.EXTRA_MODULES) - {""}:
+    for extra in (set(colab.CHAPTER_EXTRAS.values()) | set(colab.EXTRA_MODULES)) - {""}:
         assert extra in extras, f"pyproject.toml has no extra {extra!r}"
     core = PYPROJECT["project"]["dependencies"]
     numpy = [d for d in core if d.startswith("numpy")]
