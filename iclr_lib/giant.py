@@ -28,6 +28,7 @@ Shapes: ``n`` nodes, ``V`` vocabulary size, ``d`` embedding size, ``K_t`` cluste
 from __future__ import annotations
 
 import time
+import types
 from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
@@ -74,8 +75,7 @@ class _SparseWithSputils:
     """``scipy.sparse`` as libpecos's ``smat_util`` sees it: everything forwarded, plus the two
     ``sputils`` helpers that scipy 1.14 removed from its public namespace."""
 
-    sputils = type("sputils", (), {"get_index_dtype": staticmethod(_get_index_dtype),
-                                    "upcast": staticmethod(_upcast)})
+    sputils = types.SimpleNamespace(get_index_dtype=_get_index_dtype, upcast=_upcast)
 
     def __getattr__(self, name):
         return getattr(sp, name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import yaml
@@ -37,3 +38,23 @@ def load_notebook(name: str) -> dict:
 def cell_source(cell: dict) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else source
+
+
+def execute_chapter(name: str, output: Path) -> dict:
+    """Run chapter ``name`` top to bottom with papermill (mode and results folder from the environment:
+    ``ICLR_LIB_QUICK``, ``ICLR_LIB_RESULTS_DIR``), writing the executed notebook to ``output``.
+
+    Returns ``{"error": str | None, "seconds": float}``. Used in-process by ``test_chapters.py`` and,
+    in the numpy-2 environment's own interpreter, by ``test_colab_env.py``.
+    """
+    import papermill
+
+    notebook = ROOT / "book" / f"{name}.ipynb"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
+                                   progress_bar=False)
+        error = None
+    except papermill.PapermillExecutionError as exc:
+        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+    return {"error": error, "seconds": time.perf_counter() - start}

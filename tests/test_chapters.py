@@ -17,14 +17,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import papermill
 import yaml
 import pytest
 
-from book_helpers import ROOT, chapter_names
+from book_helpers import ROOT, chapter_names, execute_chapter
 
 CHAPTERS = chapter_names()
 QUICK_BUDGET_S = {"08_trans_encoder": 240}  # BOOK.md section 3; every other chapter: 90 s
@@ -49,17 +47,9 @@ def executed(tmp_path_factory) -> dict[str, dict]:
     outcome = {}
     try:
         for name in CHAPTERS:
-            notebook = ROOT / "book" / f"{name}.ipynb"
             output = tmp_path_factory.mktemp("executed") / f"{name}.ipynb"
-            start = time.perf_counter()
-            try:
-                papermill.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent),
-                                           kernel_name="python3", progress_bar=False)
-                error = None
-            except papermill.PapermillExecutionError as exc:
-                error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
-            outcome[name] = {"error": error, "seconds": time.perf_counter() - start,
-                             "results": Path(results_dir) / f"{name}.json", "notebook": output}
+            outcome[name] = {**execute_chapter(name, output), "results": Path(results_dir) / f"{name}.json",
+                             "notebook": output}
     finally:
         for key, value in saved.items():
             if value is None:

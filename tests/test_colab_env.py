@@ -191,19 +191,13 @@ def test_colab_packages_still_import(colab_env):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
+# Runs in the numpy-2 environment's interpreter, from the repository root (the kernels run in book/).
 RUNNER = """
-import json, os, sys, time, papermill
-out = {}
-for name in sys.argv[2:]:
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(f"book/{name}.ipynb", os.path.join(sys.argv[1], name + ".ipynb"), cwd="book",
-                                   kernel_name="python3", progress_bar=False)
-        error = None
-    except papermill.PapermillExecutionError as exc:
-        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
-    out[name] = {"error": error, "seconds": time.perf_counter() - start}
-print(json.dumps(out))
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from book_helpers import execute_chapter
+print(json.dumps({name: execute_chapter(name, Path(sys.argv[1]) / f"{name}.ipynb") for name in sys.argv[2:]}))
 """
 
 

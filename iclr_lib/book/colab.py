@@ -93,9 +93,9 @@ def install_cell(name: str) -> str:
                   "        # --no-deps: libpecos declares numpy<2, which would downgrade Colab's numpy;",
                   "        # iclr_lib.giant fixes the two calls that need it (tested under numpy 2).",
                   f'        %pip install -q --no-deps "{LIBPECOS}"']
-    modules = ", ".join(f'"{m}"' for m in needed_modules(name))
-    check = (f'importlib.util.find_spec("{needed_modules(name)[0]}") is None' if len(needed_modules(name)) == 1
-             else f"any(importlib.util.find_spec(m) is None for m in ({modules}))")
+    needed = needed_modules(name)
+    check = (f'importlib.util.find_spec("{needed[0]}") is None' if len(needed) == 1 else
+             "any(importlib.util.find_spec(m) is None for m in ({}))".format(", ".join(f'"{m}"' for m in needed)))
     lines += [f"    if {check}:",
               "        # Installs only what this runtime lacks; Colab's torch, numpy and pandas stay as they are.",
               f'        %pip install -q "{requirement(name)}"']
