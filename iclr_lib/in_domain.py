@@ -117,7 +117,8 @@ def make_split(index: np.ndarray, sizes: Sequence[int], split: SplitName, ratio:
       are test values (same any-rule);
     - ``composition``: ``q = 1 - (1 - (1 - r)^m)^(1/m)`` (``m`` split factors), low set = the first
       ``floor(n q)`` values; test = every participating factor outside its low set (factors whose low
-      set is empty do not take part);
+      set is empty do not take part; at least two must, or every value of a factor could not be trained:
+      ValueError otherwise);
     - ``random``: a random mask (``seed``) with the extrapolation split's test fraction.
     """
     index, sizes = np.asarray(index), list(sizes)
@@ -146,8 +147,12 @@ def make_split(index: np.ndarray, sizes: Sequence[int], split: SplitName, ratio:
     q = 1 - (1 - (1 - ratio) ** m) ** (1 / m)
     low = {k: math.floor(sizes[k] * q) for k in varied}
     taking_part = [k for k in varied if low[k] > 0]
-    if not taking_part:
-        raise ValueError("no factor has a non-empty low set: the grid is too coarse for a composition split")
+    if len(taking_part) < 2:
+        # With one participating factor the "corner" is every image outside that factor's low set: the
+        # training set would see a single value of it, and the split would be an extrapolation split.
+        raise ValueError(
+            f"composition needs at least two factors with a non-empty low set (floor(n q), q = {q:.3f}); on the "
+            f"grid {tuple(sizes)} only factors {taking_part} have one: use a finer grid")
     return np.all([index[:, k] >= low[k] for k in taking_part], axis=0)
 
 

@@ -59,6 +59,29 @@ def test_composition_sees_every_value_but_never_the_corner():
     assert np.array_equal(in_low, ~test)
 
 
+def test_composition_refuses_a_grid_where_one_factor_would_decide():
+    # chapter 10's old quick grid: only the orientation (10 values) had a non-empty low set, so training
+    # saw orientation 0 alone and 90 % of the grid was test
+    sizes = (3, 6, 10, 8, 8)
+    with pytest.raises(ValueError, match="at least two factors"):
+        idg.make_split(idg.factor_grid(sizes), sizes, "composition")
+
+
+@pytest.mark.parametrize("sizes, participating", [((3, 6, 40, 8, 8), 1), ((3, 6, 10, 9, 9), 3),
+                                                  ((3, 6, 40, 16, 16), 3), ((3, 6, 10, 16, 16), 3), ((2, 9, 9), 2),
+                                                  ((1, 6, 40, 32, 32), 3)])
+def test_composition_on_small_grids_trains_every_value(sizes, participating):
+    grid = idg.factor_grid(sizes)
+    if participating < 2:
+        with pytest.raises(ValueError, match="at least two factors"):
+            idg.make_split(grid, sizes, "composition")
+        return
+    test = idg.make_split(grid, sizes, "composition")
+    for k in range(1, len(sizes)):
+        assert np.array_equal(np.unique(grid[~test, k]), np.arange(sizes[k])), f"{sizes}: factor {k} value untrained"
+    assert 0.3 < test.mean() < 0.9
+
+
 def test_r2_is_zero_for_the_grid_mean_and_one_for_a_perfect_prediction():
     sizes = (3, 6, 10)
     y = idg.targets(idg.factor_grid(sizes), sizes)
