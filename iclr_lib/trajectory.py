@@ -8,7 +8,8 @@
   separate input that can be removed), and a Gaussian decoder. :func:`train_predictor`, :func:`evaluate`.
 - Attribution: :func:`shapley_attribution` with the paper's players (own past, position, each neighbour,
   a random agent from another scene), value = minus the per-sample loss (NLL or ADE), removed players
-  replaced by random draws of the same kind (``removal="random"``) or by zeros / masking (``"zero"``).
+  replaced by random draws of the same kind (``removal="random"``) or by zeros / masking (``"zero"``);
+  :func:`with_random_neighbours`, the null control that puts random agents in the real neighbours' slots.
 
 Shapes: ``N`` windows, ``K`` neighbour slots, ``OBS = 8`` observed and ``PRED = 12`` future steps, 2-D
 positions in metres relative to the target's last observed position.
@@ -16,7 +17,7 @@ positions in metres relative to the target's last observed position.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal, Sequence
 
 import numpy as np
@@ -363,6 +364,25 @@ def shapley_attribution(model: TrajectoryPredictor, windows: Windows, random_poo
         return -loss.view(n_draws, n).mean(0).numpy().astype(np.float64)
 
     return exact_shapley(value, n_players).T
+
+
+def with_random_neighbours(windows: Windows, random_pool: Windows, rng: np.random.Generator) -> Windows:
+    """The null control of the interaction: a copy of ``windows`` whose *present* neighbour slots hold
+    neighbours drawn from ``random_pool`` (another scene) instead of the real ones.
+
+    Same windows, same number of neighbours in the same slots, same estimator: the largest Shapley value
+    among a window's ``k`` random neighbours is the like-for-like reference for the largest value among
+    its ``k`` real ones. Absent slots stay empty; ``neighbours`` is ``(N, K, OBS, 2)`` as in ``windows``.
+    """
+    rows, slots = np.nonzero(random_pool.neighbour_mask)
+    if not len(rows):
+        raise ValueError("random_pool must contain at least one neighbour")
+    pick = rng.integers(len(rows), size=windows.neighbour_mask.shape)
+    present = windows.neighbour_mask
+    drawn = random_pool.neighbours[rows[pick], slots[pick]]                       # (N, K, OBS, 2)
+    return replace(windows, neighbours=np.where(present[..., None, None], drawn, 0).astype(windows.neighbours.dtype),
+                   neighbour_type=np.where(present, random_pool.neighbour_type[rows[pick], slots[pick]],
+                                           windows.neighbour_type))
 
 
 def global_attribution(phi: np.ndarray, neighbour_mask: np.ndarray) -> dict[str, float]:

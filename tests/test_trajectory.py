@@ -34,6 +34,21 @@ def test_windows_cut_tracks_into_relative_observed_and_future_parts():
     assert np.all(w.scene == 7)
 
 
+def test_random_neighbours_fill_exactly_the_occupied_slots_from_the_pool():
+    w = tj.windows_from_tracks(_tracks(), scene_id=0, max_neighbours=2, radius=3.0)
+    pool = tj.simulate_team_scenes(5, 0.0, np.random.default_rng(0))
+    null = tj.with_random_neighbours(w, pool, np.random.default_rng(1))
+    assert np.array_equal(null.neighbour_mask, w.neighbour_mask) and np.array_equal(null.past, w.past)
+    assert null.neighbours.shape == w.neighbours.shape and null.neighbours.dtype == w.neighbours.dtype
+    assert not null.neighbours[~w.neighbour_mask].any()
+    donors = pool.neighbours[pool.neighbour_mask]                          # (M, OBS, 2)
+    for track in null.neighbours[w.neighbour_mask]:
+        assert np.abs(donors - track).reshape(len(donors), -1).max(1).min() == 0   # a pool neighbour, copied
+    assert not np.allclose(null.neighbours[w.neighbour_mask], w.neighbours[w.neighbour_mask])
+    with pytest.raises(ValueError, match="at least one neighbour"):
+        tj.with_random_neighbours(w, w.subset(np.flatnonzero(~w.neighbour_mask.any(1))), np.random.default_rng(0))
+
+
 def test_simulator_followers_copy_the_leader_only_when_coordinated():
     rng = np.random.default_rng(0)
     team = tj.simulate_team_scenes(50, 1.0, rng, noise=0.0)
