@@ -16,7 +16,7 @@ and all ``J`` of them come from one forward-mode pass (a JVP along ``t``).
 
 The pieces, in the order of the chapter:
 
-- Data: :func:`load_cifar10_subset` (the book's JPEG subset of CIFAR-10), :func:`stratified_split`.
+- Data: :func:`load_cifar10_subset` (the book's JPEG subset of CIFAR-10, from :mod:`iclr_lib.data.cifar`), :func:`stratified_split`.
 - Operations on batches of float images in ``[0, 1]``: :data:`OPERATIONS`, :func:`apply_operation`,
   :func:`apply_operations` (grouped by operation); the search space :func:`search_space`.
 - :class:`Policy` (layers of logits), :func:`sample_entries`, :func:`apply_policy`.
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.cifar import load_cifar10_subset
 from .nets import BasicBlock
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -48,38 +49,6 @@ FILL = 0.5   # PIL's fill colour (128, 128, 128) for pixels moved in from outsid
 
 
 # ----------------------------------------------------------------------------- data
-def load_cifar10_subset() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The book's CIFAR-10 subset through the registry: ``(train_x, train_y, test_x, test_y)``.
-
-    10,000 training images (1,000 per class) and 5,000 test images (500 per class), JPEG re-encodings
-    of CIFAR-10 (lossy: accuracies are not comparable to published CIFAR-10 numbers). Images are
-    ``uint8 (N, 3, 32, 32)``, labels ``int64 (N,)``, in the order of the archive's ``index.csv``.
-    """
-    import csv
-    import io
-    import zipfile
-
-    from PIL import Image
-
-    from .data import fetch
-
-    root = fetch("cifar10_jpeg_subset", verbose=False)
-    out: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
-    with zipfile.ZipFile(root / "cifar10_jpeg_subset.zip") as archive:
-        rows = list(csv.DictReader(io.TextIOWrapper(archive.open("index.csv"), encoding="utf-8")))
-        for row in rows:
-            with Image.open(io.BytesIO(archive.read(row["path"]))) as im:
-                out[row["split"]][0].append(np.asarray(im.convert("RGB")))
-            out[row["split"]][1].append(int(row["label"]))
-
-    def stack(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = out[split]
-        return (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                torch.tensor(labels, dtype=torch.int64))
-
-    return (*stack("train"), *stack("test"))
-
-
 def stratified_split(labels: torch.Tensor, sizes_per_class: dict[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
     """Disjoint index sets with ``sizes_per_class[name]`` examples of every class each; the rest of the
     examples go to the set called ``"rest"``. Deterministic for a ``seed``."""

@@ -15,7 +15,9 @@ derivative as the formulas:
 - :func:`loo_loss` and :func:`validation_loss`: the two objectives ``L(alpha)``;
 - :func:`dataset_derivative`: ``dL/dalpha`` by autograd; :func:`validation_derivative_closed_form`
   the paper's closed form; :func:`finite_difference_derivative` the brute-force check;
-- the paper's uses: :func:`reweight`, :func:`detection_scores` / :func:`detection_report`
+- features of a linearised network with ``d >> n``: :func:`jacobian_kernel` and :func:`kernel_features`
+  (the dual form as ``n`` primal features);
+- the paper's uses: :func:`reweight` (:func:`select_reweight` tunes it on a validation split), :func:`detection_scores` / :func:`detection_report`
   (harmful or mislabelled samples) and :func:`extend` (which pool samples to add).
 
 Shapes: ``Z`` is ``(n, d)`` (append the constant feature with :func:`add_bias`), ``Y`` is
@@ -38,18 +40,23 @@ _LOSSES = ("mse", "ce")
 
 # ----------------------------------------------------------------------------- pretrained features
 class SmallCNN(nn.Module):
-    """A LeNet-sized CNN for 28x28 digits; ``features`` is the penultimate layer we linearise at.
+    """A LeNet-sized CNN; ``features`` is the penultimate layer we linearise at.
 
-    ``forward(x)``: ``(batch, 1, 28, 28)`` float in [0, 1] -> ``(batch, n_classes)`` logits;
-    ``features(x)`` -> ``(batch, feature_dim)`` (after the ReLU, so non-negative).
+    ``forward(x)``: ``(batch, in_channels, image_size, image_size)`` float in [0, 1] -> ``(batch, n_classes)``
+    logits; ``features(x)`` -> ``(batch, feature_dim)`` (after the ReLU, so non-negative). The defaults
+    are for 28 x 28 digits; ``in_channels=3, image_size=32`` for CIFAR-10.
     """
 
-    def __init__(self, n_classes: int = 5, feature_dim: int = 128) -> None:
+    def __init__(self, n_classes: int = 5, feature_dim: int = 128, in_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
+        self.in_channels, self.image_size = in_channels, image_size
+        side = ((image_size - 4) // 2 - 4) // 2                     # two 5x5 convolutions, each with 2x2 pooling
+        if side < 1:
+            raise ValueError(f"image_size must be at least 16, got {image_size}")
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2),      # 16 x 12 x 12
-            nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),     # 32 x 4 x 4
-            nn.Flatten(), nn.Linear(32 * 4 * 4, feature_dim), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 5), nn.ReLU(), nn.MaxPool2d(2),      # 28 px: 16 x 12 x 12
+            nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),               # 28 px: 32 x 4 x 4
+            nn.Flatten(), nn.Linear(32 * side * side, feature_dim), nn.ReLU(),
         )
         self.head = nn.Linear(feature_dim, n_classes)
 
@@ -61,15 +68,26 @@ class SmallCNN(nn.Module):
 
 
 def _as_image_batch(images: np.ndarray) -> torch.Tensor:
+    """uint8 images ``(n, H, W)`` (one channel) or ``(n, C, H, W)`` -> float32 ``(n, C, H, W)`` in [0, 1]."""
     images = np.asarray(images)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"images must be (n, 28, 28), got shape {images.shape}")
-    return torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"images must be (n, H, H) or (n, C, H, H), got shape {images.shape}")
+    return torch.as_tensor(images, dtype=torch.float32) / 255.0
+
+
+def _batch_for(model: SmallCNN, images: np.ndarray) -> torch.Tensor:
+    x = _as_image_batch(images)
+    if x.shape[1:] != (model.in_channels, model.image_size, model.image_size):
+        raise ValueError(f"images must be (n, {model.in_channels}, {model.image_size}, {model.image_size}) for this "
+                         f"model, got shape {np.asarray(images).shape}")
+    return x
 
 
 def train_feature_extractor(images: np.ndarray, labels: np.ndarray, *, epochs: int = 5, seed: int = 0,
                             batch_size: int = 64, lr: float = 1e-3, feature_dim: int = 128) -> SmallCNN:
-    """Pretrain :class:`SmallCNN` by cross-entropy (Adam) on ``(n, 28, 28)`` uint8 images.
+    """Pretrain :class:`SmallCNN` by cross-entropy (Adam) on uint8 images ``(n, H, H)`` or ``(n, C, H, H)``.
 
     ``labels`` must be ``0..n_classes-1``. This is the chapter's stand-in for ImageNet pretraining.
     """
@@ -82,7 +100,7 @@ def train_feature_extractor(images: np.ndarray, labels: np.ndarray, *, epochs: i
     y = torch.as_tensor(labels, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = SmallCNN(int(y.max()) + 1, feature_dim)
+    model = SmallCNN(int(y.max()) + 1, feature_dim, in_channels=x.shape[1], image_size=x.shape[2])
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(epochs):
@@ -95,10 +113,54 @@ def train_feature_extractor(images: np.ndarray, labels: np.ndarray, *, epochs: i
 
 @torch.no_grad()
 def extract_features(model: SmallCNN, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
-    """The penultimate features of ``images``: ``(n, 28, 28)`` -> ``(n, feature_dim)`` float64."""
-    x = _as_image_batch(images)
+    """The penultimate features of uint8 ``images`` ``(n, H, H)`` or ``(n, C, H, H)``: ``(n, feature_dim)`` float64."""
+    x = _batch_for(model, images)
     model.eval()
     return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+
+
+@torch.no_grad()
+def jacobian_kernel(model: SmallCNN, images: np.ndarray, batch_size: int = 500) -> torch.Tensor:
+    """The kernel ``K = J J^T`` ``(n, n)`` float64 of a linearised network's Jacobian features.
+
+    ``J[i]`` is the gradient of the summed logits ``s(x) = sum_c f_c(x)`` with respect to the weights
+    and biases of the last two linear layers (the body's ``Linear(m, p)`` and the head ``Linear(p, k)``),
+    at the pretrained weights: ``d = p m + p + k p + k`` features (66,309 for the MNIST CNN), far more
+    than samples. With ``a`` the layer input, ``h`` its pre-activation, ``r = relu(h)`` and
+    ``g = (W_head^T 1) * 1[h > 0]``, the gradients are outer products (``dW = g a^T``, ``dW_head = 1 r^T``),
+    so ``K_ij = (g_i.g_j)(a_i.a_j + 1) + k (r_i.r_j + 1)`` without forming ``J``.
+    """
+    x = _batch_for(model, images)
+    linear, head = model.body[-2], model.head
+    trunk = model.body[:-2]
+    parts = []
+    for i in range(0, len(x), batch_size):
+        a = trunk(x[i:i + batch_size]).double()                           # (b, m)
+        h = a @ linear.weight.double().T + linear.bias.double()           # (b, p)
+        g = head.weight.double().sum(0) * (h > 0)                         # (b, p)
+        parts.append((a, g, torch.relu(h)))
+    a, g, r = (torch.cat(t) for t in zip(*parts))
+    k = head.weight.shape[0]
+    return (g @ g.T) * (a @ a.T + 1) + k * (r @ r.T + 1)
+
+
+def kernel_features(K: torch.Tensor, train: np.ndarray, rtol: float = 1e-10) -> torch.Tensor:
+    """Features ``(N, r)`` whose ridge regression equals ridge regression in the (possibly huge) space of ``K``.
+
+    ``K`` is ``(N, N)`` over all samples, ``train`` the training rows. With ``K_TT = U diag(s) U^T``
+    (eigenvalues below ``rtol * max`` dropped) the features are ``Phi = K[:, T] U diag(s)^-1/2``:
+    ``Phi_T Phi_T^T = K_TT`` and ``Phi_x Phi_T^T = K_xT``, and a (weighted) ridge solution lies in the span
+    of the training features, so every fitted prediction is the same as with the explicit features.
+    This is the dual form of ex-09-3 written as ``r <= n`` primal features, so the closed forms of this
+    module (LOO, derivative, Reweight) apply unchanged.
+    """
+    K = torch.as_tensor(K, dtype=torch.float64)
+    train = np.asarray(train)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (N, N) kernel, got shape {tuple(K.shape)}")
+    s, U = torch.linalg.eigh(K[train][:, train])
+    keep = s > rtol * s.max()
+    return K[:, train] @ (U[:, keep] / s[keep].sqrt())
 
 
 # ----------------------------------------------------------------------------- data helpers
@@ -394,6 +456,25 @@ def reweight(Z: torch.Tensor, Y: torch.Tensor, lam: float, steps: int = 3, step_
         alpha = torch.clamp(alpha - step_size * g / g.abs().max(), min=0.0)
         history.append(alpha.clone())
     return history
+
+
+def select_reweight(Z: torch.Tensor, Y: torch.Tensor, lam: float, Z_val: torch.Tensor, y_val: np.ndarray, *,
+                    max_steps: int = 6, step_sizes: Sequence[float] = (0.25, 0.5, 1.0),
+                    loss: Loss = "ce") -> dict:
+    """DIVA Reweight with its number of steps and step size chosen on a validation split.
+
+    Runs :func:`reweight` for every ``step_size`` up to ``max_steps`` and picks the ``(step_size, steps)``
+    with the highest validation accuracy; ties go to fewer steps, then the smaller step (``steps = 0``,
+    no reweighting, is a candidate). The test data play no part. Returns ``{"step_size", "steps",
+    "alpha", "val_accuracy", "histories"}`` with ``histories[eta]`` the weights after each step.
+    """
+    if max_steps < 0 or not step_sizes:
+        raise ValueError(f"max_steps must be >= 0 and step_sizes non-empty, got {max_steps}, {step_sizes}")
+    histories = {float(eta): reweight(Z, Y, lam, steps=max_steps, step_size=eta, loss=loss) for eta in step_sizes}
+    scores = {(eta, t): accuracy(Z, Y, a, lam, Z_val, y_val) for eta, h in histories.items() for t, a in enumerate(h)}
+    eta, t = max(scores, key=lambda key: (scores[key], -key[1], -key[0]))
+    return {"step_size": eta, "steps": t, "alpha": histories[eta][t], "val_accuracy": scores[eta, t],
+            "histories": histories}
 
 
 def detection_scores(Z: torch.Tensor, Y: torch.Tensor, lam: float, loss: Loss = "ce") -> torch.Tensor:

@@ -212,3 +212,51 @@ def test_batched_lambda_selection_equals_one_selection_per_seed():
         dv.select_lambda_batched(Z[0], Y[0], grid)
     with pytest.raises(ValueError, match="grid"):
         dv.select_lambda_batched(Z, Y, [0.0])
+
+
+def test_jacobian_kernel_equals_the_explicit_jacobian_of_the_summed_logits():
+    torch.manual_seed(0)
+    model = dv.SmallCNN(n_classes=3, feature_dim=6, in_channels=3, image_size=20).double().eval()
+    images = np.random.default_rng(0).integers(0, 256, size=(7, 3, 20, 20)).astype(np.uint8)
+    x = torch.as_tensor(images, dtype=torch.float64) / 255.0
+    params = [model.body[-2].weight, model.body[-2].bias, model.head.weight, model.head.bias]
+    rows = []
+    for xi in x:
+        grads = torch.autograd.grad(model(xi[None]).sum(), params)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    J = torch.stack(rows)                                                      # (7, d), d >> 7
+    assert J.shape[1] == 6 * 128 + 6 + 3 * 6 + 3                              # 32 x 2 x 2 inputs to the linear layer
+    assert torch.allclose(dv.jacobian_kernel(model.float(), images), J @ J.T, rtol=1e-4, atol=1e-6)
+
+
+def test_kernel_features_give_the_same_ridge_as_the_explicit_high_dimensional_features():
+    g = torch.Generator().manual_seed(1)
+    Z = torch.randn(60, 400, generator=g, dtype=torch.float64)               # d = 400 >> n = 40 training rows
+    Y = dv.one_hot(torch.randint(0, 3, (60,), generator=g).numpy(), 3)
+    train, rest = np.arange(40), np.arange(40, 60)
+    alpha = torch.rand(40, generator=g, dtype=torch.float64) * 2
+    Phi = dv.kernel_features(Z @ Z.T, train)
+    assert Phi.shape[1] <= 40
+    explicit = Z[rest] @ dv.ridge_fit(Z[train], Y[train], alpha, 0.5)
+    dual = Phi[rest] @ dv.ridge_fit(Phi[train], Y[train], alpha, 0.5)
+    assert torch.allclose(explicit, dual, atol=1e-8)
+    assert torch.allclose(dv.loo_predictions(Z[train], Y[train], alpha, 0.5),
+                          dv.loo_predictions(Phi[train], Y[train], alpha, 0.5), atol=1e-8)
+    with pytest.raises(ValueError, match="square"):
+        dv.kernel_features(Z, train)
+
+
+def test_select_reweight_picks_the_best_validation_accuracy_with_ties_to_fewer_steps(digits):
+    Z, Y, labels = digits
+    train, val = slice(0, 200), slice(200, 300)
+    lam = 1.0
+    out = dv.select_reweight(Z[train], Y[train], lam, Z[val], labels[val], max_steps=3, step_sizes=(0.5, 1.0))
+    scores = {(eta, t): dv.accuracy(Z[train], Y[train], a, lam, Z[val], labels[val])
+              for eta, h in out["histories"].items() for t, a in enumerate(h)}
+    assert out["val_accuracy"] == max(scores.values())
+    best = [key for key, v in scores.items() if v == max(scores.values())]
+    assert out["steps"] == min(t for _, t in best)
+    assert torch.equal(out["alpha"], out["histories"][out["step_size"]][out["steps"]])
+    assert all(len(h) == 4 for h in out["histories"].values())
+    with pytest.raises(ValueError, match="max_steps"):
+        dv.select_reweight(Z[train], Y[train], lam, Z[val], labels[val], max_steps=-1)
