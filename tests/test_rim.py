@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.optimize
 import scipy.sparse as sp
 import scipy.stats
@@ -32,6 +33,48 @@ def test_hawkes_gradient_matches_finite_differences(simulated):
     numeric = scipy.optimize.approx_fprime(
         theta, lambda t: rim.hawkes_negative_log_likelihood(t, design, compensator, penalty=0.1)[0], 1e-6)
     np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-3)
+
+
+def test_least_squares_design_matches_numerical_integration():
+    """The closed-form contrast equals integral(lambda^2) - 2 sum lambda(t_i) computed on a fine grid, with a
+    tie (tied events do not excite each other) and an event tied with the start event."""
+    rng = np.random.default_rng(0)
+    decays = np.array([0.5, 2.0, 10.0])
+    sequences, ends = [], []
+    for _ in range(3):
+        t = np.sort(rng.uniform(0, 3, 7))
+        sequences.append(np.r_[t[0], t[0], t[:3], t[2], t[3:]])       # ties: with the start, and inside
+        ends.append(t[-1] + 0.7)
+    theta = rng.uniform(0.1, 1.0, 2 * len(decays) + 1)
+    gram, linear, n_jumps = rim.least_squares_design(sequences, np.array(ends), decays)
+    assert n_jumps == sum(len(t) - 1 + 2 for t in sequences)
+
+    def intensity(x, times):
+        s = times[1:]
+        dt = x[:, None] - s[None, :]
+        excite = (decays[None, :, None] * np.exp(-decays[None, :, None] * np.clip(dt, 0, None)[:, None, :])
+                  * (dt > 0)[:, None, :]).sum(2)
+        d0 = x - times[0]
+        start = decays[None, :] * np.exp(-decays[None, :] * np.clip(d0, 0, None)[:, None]) * (d0 > 0)[:, None]
+        return np.c_[excite, start, np.ones(len(x))] @ theta
+
+    want = 0.0
+    for times, end in zip(sequences, ends):
+        grid = np.linspace(times[0], end, 200001)
+        want += scipy.integrate.trapezoid(intensity(grid, times) ** 2, grid) - 2 * intensity(times[1:], times).sum()
+    assert theta @ gram @ theta - 2 * linear @ theta == pytest.approx(want, rel=1e-4)
+
+
+def test_least_squares_fit_recovers_simulated_parameters(simulated):
+    model = rim.fit_hawkes_least_squares([np.r_[0.0, simulated]], np.array([2000.0]), decays=[2.0], penalty=0.0)
+    assert model.baseline == pytest.approx(0.5, rel=0.15)
+    assert model.excitation[0] == pytest.approx(0.6, rel=0.15)
+    assert model.start[0] == pytest.approx(0.0, abs=0.05)
+    assert len(rim.OFFICIAL_DECAYS) == 50 and rim.OFFICIAL_DECAYS.min() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="sorted"):
+        rim.fit_hawkes_least_squares([np.array([0.0, 2.0, 1.0])], np.array([3.0]))
+    with pytest.raises(ValueError, match="before the end"):
+        rim.fit_hawkes_least_squares([np.array([0.0, 2.0])], np.array([1.0]))
 
 
 def test_time_rescaled_gaps_are_exponential(simulated):
@@ -95,25 +138,43 @@ def test_dual_matching_reaches_the_assignment_optimum():
         s = rng.random((20, 20))
         rows, cols = scipy.optimize.linear_sum_assignment(s, maximize=True)
         best = s[rows, cols].sum()
-        _, _, pi = rim.dual_matching(s, k=1, capacity=1)
+        _, _, pi = rim.dual_matching(s, 1, 1, "ub", sweeps=3)
         assert (s * pi).sum() == pytest.approx(best, rel=0.01), trial
         np.testing.assert_allclose(pi.sum(1), 1.0, atol=1e-3)
         assert pi.sum(0).max() <= 1.0 + 1e-2
 
 
-def test_greedy_respects_capacities_and_matching_trades_precision_for_coverage():
+def test_dual_matching_lower_bound_and_online_serving():
     rng = np.random.default_rng(4)
-    popularity = np.linspace(3, 0, 40)
-    s = popularity[None, :] + rng.random((30, 40))
+    s = np.linspace(3, 0, 40)[None, :] + rng.random((30, 40))       # popular items first
+    u, v, pi = rim.dual_matching(s, 2, 1.0, "lb", sweeps=3)
+    assert (v <= 0).all() and (u >= 0).all()
+    assert pi.sum(1).max() <= 2 + 1e-6                                # rows: at most k
+    assert pi.sum(0).min() >= 1.0 - 1e-2                              # columns: at least c
     free = rim.serve_top_k(s, 2)
-    assert free.sum(0).max() > 3 and (free.sum(1) == 2).all()  # unconstrained: popular items pile up
-    greedy = rim.greedy_matching(s, 2, capacity=3)
-    assert (greedy.sum(1) == 2).all() and greedy.sum(0).max() <= 3
-    _, v, _ = rim.dual_matching(s, 2, capacity=3)
-    served = rim.serve_top_k(s, 2, item_shift=v)
-    assert (served > 0).any(axis=0).sum() > (free > 0).any(axis=0).sum()
-    with pytest.raises(ValueError, match="capacity"):
-        rim.dual_matching(s, 2, capacity=1)
+    assert (free.sum(0) > 0).sum() < 40                                # unconstrained: some items never shown
+    served = rim.serve_with_prices(s, 2, v, scale=s.max())            # the prices, served afresh
+    np.testing.assert_allclose(served, pi, atol=1e-4)
+    _, v_ub, pi_ub = rim.dual_matching(s, 2, 3, "ub", sweeps=3)
+    assert (v_ub >= 0).all() and pi_ub.sum(0).max() <= 3 + 1e-2 and pi_ub.sum(1).max() <= 2 + 1e-6
+    with pytest.raises(ValueError, match="constraint"):
+        rim.dual_matching(s, 2, 3, "eq")
+
+
+def test_greedy_matching_respects_both_constraint_types():
+    rng = np.random.default_rng(5)
+    s = np.linspace(3, 0, 40)[None, :] + rng.random((30, 40))
+    s[0, 0] = -np.inf                                                   # an excluded pair is never assigned
+    ub = rim.greedy_matching(s, 2, 3, "ub")
+    assert ub[0, 0] == 0 and ub.sum(1).max() <= 2 and ub.sum(0).max() <= 3
+    assert ub.sum() == 60                                               # 30 rows x 2, room in the columns
+    lb = rim.greedy_matching(s, 2, 1.0, "lb")
+    # the official two stages: up to min(n k, c m) = 40 pairs with every item at least once
+    assert lb[0, 0] == 0 and lb.sum(0).min() >= 1 and lb.sum() == 40
+    assert rim.matching_constraints(0.5, 16, 5) == (16, 2.5, "lb")
+    assert rim.matching_constraints(3, 16, 5) == (48, 5, "ub")
+    report = rim.assignment_report(ub, sp.csr_matrix(np.eye(30, 40)), min_total=100)
+    assert report["precision"] == pytest.approx(ub[np.arange(30), np.arange(30)].sum() / 100)
 
 
 # ----------------------------------------------------------------------------- protocol and the GRU
@@ -150,6 +211,21 @@ def test_gru_predictions_are_distributions():
     assert p.shape == (len(test), 25)
     np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
     assert np.isfinite(gru.losses).all()
+    assert gru.best_epoch == int(np.argmin(gru.valid_losses))            # the best held-out epoch is kept
+
+
+def test_gru_carries_its_state_across_bptt_chunks():
+    """With the state carried, chunking changes the gradient steps but not the forward pass: the loss of
+    an evaluation pass is the same for any chunk length (it would not be, were the state reset)."""
+    user, item, time = toy_log()
+    train, _, _ = rim.make_protocol(user, item, time, 25, seed=0)
+    sequences = [s for s, _ in train]
+    order = np.arange(len(sequences))
+    short = rim.NextItemGRU(25, hidden_dim=8, num_layers=1, bptt=3, seed=1)
+    long = rim.NextItemGRU(25, hidden_dim=8, num_layers=1, bptt=1000, seed=1)
+    import torch
+    with torch.no_grad():
+        assert short._epoch(sequences, order, 16) == pytest.approx(long._epoch(sequences, order, 16), rel=1e-6)
 
 
 def test_simple_intensities_and_hawkes_poisson_on_a_known_rate():
