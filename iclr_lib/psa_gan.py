@@ -13,10 +13,13 @@ The pieces, in the order of the chapter:
   :class:`WindowSampler` (random windows, per-window min-max scaling, positional time features).
 - Networks: :class:`SelfAttention`, :class:`MainBlock`, :class:`Generator`, :class:`Discriminator`,
   :func:`fade`; losses :func:`lsgan_losses` and :func:`moment_loss`; :func:`train_psagan` with its
-  :class:`GANConfig` (including the ablations: no self-attention, no moment loss, no fading).
-- Baselines: :func:`fit_ar1` / :func:`sample_ar1` and :func:`sample_noise`.
+  :class:`GANConfig` (including the ablations: no self-attention, no moment loss, no fading, and
+  the official soft min-max output scaling, :func:`soft_min_max_scale`).
+- Baselines: :func:`fit_ar1` / :func:`sample_ar1`, the seasonal AR :func:`fit_seasonal_ar` /
+  :func:`sample_seasonal_ar` (seeded or fully synthetic) and :func:`sample_noise`.
 - Metrics: :func:`frechet_distance`, :class:`TSEncoder` trained by :func:`train_ts2vec_encoder`
-  (for Context-FID), :func:`context_fid`, :func:`acf_distance`, :func:`discriminative_score`,
+  (for Context-FID), :func:`context_fid`, :func:`paired_context_fid` (the official protocol: paired
+  windows, batch by batch), :func:`acf_distance`, :func:`discriminative_score`,
   :func:`forecast_error` (train on one set of windows, test on real ones: TSTR).
 
 Shapes: ``B`` windows, ``C`` channels, ``L`` time steps; a batch of series is ``(B, 1, L)`` and its
@@ -156,6 +159,19 @@ def _pool_to(t: torch.Tensor, length: int) -> torch.Tensor:
     return t if t.shape[-1] == length else F.adaptive_avg_pool1d(t, length)
 
 
+def soft_min_max_scale(x: torch.Tensor, sharpness: float = 100.0) -> torch.Tensor:
+    """Scale every series of ``x (B, 1, L)`` to about ``[0, 1]`` with differentiable min and max.
+
+    The official generator does this to its output under "local" scaling (``_model.py``,
+    ``_softmax_min_max_scaling`` with ``alpha = 100``): ``min ~ sum_t x_t softmax(-a x)_t`` and
+    ``max ~ sum_t x_t softmax(a x)_t``, then ``(x - min) / (max - min)``. A constant series has
+    ``max = min``; a tiny floor on the denominator keeps it finite.
+    """
+    soft_min = (x * torch.softmax(-sharpness * x, dim=-1)).sum(-1, keepdim=True)
+    soft_max = (x * torch.softmax(sharpness * x, dim=-1)).sum(-1, keepdim=True)
+    return (x - soft_min) / (soft_max - soft_min).clamp_min(1e-8)
+
+
 class Generator(nn.Module):
     """``G(z, t) -> x``: noise ``z (B, Z, L)`` and time features ``t (B, F, L)`` to a series ``(B, 1, 8 * 2^stage)``.
 
@@ -163,14 +179,19 @@ class Generator(nn.Module):
     the length (nearest-neighbour upsampling), appends the time features pooled to that length, and
     applies a :class:`MainBlock`. Each stage has its own 1x1 output convolution; during the fade-in of
     stage ``s`` the output is ``fade(out_s, upsample(out_{s-1}), alpha)``.
+
+    ``scaling="local"`` passes the output through :func:`soft_min_max_scale`, as the official generator
+    does when windows are min-max scaled one by one; ``"none"`` leaves a free linear output.
     """
 
     def __init__(self, depth: int, noise_dim: int = 4, feature_dim: int = 4, channels: int = 32,
-                 attention: bool = True) -> None:
+                 attention: bool = True, scaling: str = "none") -> None:
         super().__init__()
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
-        self.depth, self.noise_dim = depth, noise_dim
+        if scaling not in ("none", "local"):
+            raise ValueError(f"scaling must be 'none' or 'local', got {scaling!r}")
+        self.depth, self.noise_dim, self.scaling = depth, noise_dim, scaling
         self.initial = MainBlock(noise_dim + feature_dim, channels, attention)
         self.blocks = nn.ModuleList(MainBlock(channels + feature_dim, channels, attention) for _ in range(depth))
         self.to_series = nn.ModuleList(spectral_norm(nn.Conv1d(channels, 1, 1)) for _ in range(depth + 1))
@@ -189,7 +210,7 @@ class Generator(nn.Module):
         if stage > 0 and alpha < 1.0:
             old = F.interpolate(self.to_series[stage - 1](previous), scale_factor=2, mode="nearest")
             out = fade(out, old, alpha)
-        return out
+        return soft_min_max_scale(out) if self.scaling == "local" else out
 
 
 class Discriminator(nn.Module):
@@ -258,6 +279,8 @@ class GANConfig:
             "no progressive growing" ablation, with the same number of steps).
         ema: generator weights are averaged with this decay for sampling (0, the default: no averaging;
             with our short training, averaging over 100 or more steps lagged behind and hurt).
+        scaling: the generator's output, ``"none"`` (a free linear output) or ``"local"`` (soft min-max
+            scaled to [0, 1] per window, as the official generator under local scaling).
     """
 
     length: int = 64
@@ -273,6 +296,7 @@ class GANConfig:
     attention: bool = True
     progressive: bool = True
     ema: float = 0.0
+    scaling: str = "none"
     seed: int = 0
 
     @property
@@ -286,6 +310,8 @@ class GANConfig:
             raise ValueError(f"iterations must be at least {self.depth + 1} (one per stage)")
         if not 0.0 <= self.fade_fraction < 1.0 or not 0.0 <= self.ema < 1.0:
             raise ValueError("fade_fraction and ema must be in [0, 1)")
+        if self.scaling not in ("none", "local"):
+            raise ValueError(f"scaling must be 'none' or 'local', got {self.scaling!r}")
         if self.moment_weight < 0 or self.d_steps < 1:
             raise ValueError("moment_weight must be >= 0 and d_steps >= 1")
 
@@ -304,6 +330,7 @@ class GANResult:
     stage_samples: dict = field(default_factory=dict)
     seconds: float = 0.0
     selection: list[dict] = field(default_factory=list)
+    last_generator: Generator | None = None
 
 
 def schedule(config: GANConfig, iteration: int) -> tuple[int, float]:
@@ -347,7 +374,7 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     features = time_features(np.zeros(1)).shape[-1]
-    G = Generator(config.depth, config.noise_dim, features, config.channels, config.attention)
+    G = Generator(config.depth, config.noise_dim, features, config.channels, config.attention, config.scaling)
     D = Discriminator(config.depth, features, config.channels, config.attention)
     G_avg = copy.deepcopy(G).requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(0.5, 0.999))
@@ -407,9 +434,13 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
         sums["loss_g"] += loss_g.item()
         sums["moment"] += moments.item()
         count += 1
+    if result.selection:    # before record(), whose forward pass in train mode moves the spectral-norm vectors
+        result.last_generator = copy.deepcopy(G_avg).eval()
     record(last_stage, config.iterations)
     if result.selection:
         G_avg.load_state_dict(best_state)
+    else:
+        result.last_generator = G_avg
     G_avg.eval()
     result.seconds = time.perf_counter() - start
     return result
@@ -447,6 +478,61 @@ def sample_ar1(c: float, phi: float, sigma: float, first_values: np.ndarray, len
     for i in range(1, length):
         out[:, i] = c + phi * out[:, i - 1] + sigma * rng.standard_normal(len(first_values))
     return out.astype(np.float32)
+
+
+SEASONAL_LAGS = (1, 2, 24, 25)
+
+
+def fit_seasonal_ar(windows: np.ndarray, lags: Sequence[int] = SEASONAL_LAGS) -> tuple[np.ndarray, float]:
+    """Least-squares AR on the given lags, pooled over windows ``(n, L)``:
+    ``x_t = w_0 + sum_j w_j x_{t - lag_j} + eps``, ``eps ~ N(0, sigma^2)``.
+
+    With lags 1, 2, 24 and 25 it models the last two hours and the same hours a day earlier, a
+    strong classical baseline for hourly series. Returns ``(w (1 + len(lags),), sigma)``.
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    lags = tuple(int(lag) for lag in lags)
+    if w.ndim != 2 or not lags or min(lags) < 1:
+        raise ValueError(f"windows must be (n, L) and lags positive, got {w.shape} and {lags}")
+    p = max(lags)
+    if w.shape[1] <= p:
+        raise ValueError(f"windows of length {w.shape[1]} are too short for lag {p}")
+    target = w[:, p:].ravel()
+    design = np.column_stack([np.ones_like(target)] + [w[:, p - lag:w.shape[1] - lag].ravel() for lag in lags])
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return coef, float(np.std(target - design @ coef))
+
+
+def sample_seasonal_ar(coef: np.ndarray, sigma: float, length: int, n: int | None = None,
+                       start: np.ndarray | None = None, lags: Sequence[int] = SEASONAL_LAGS, burn_in: int = 200,
+                       seed: int = 0) -> np.ndarray:
+    """``(n, length)`` paths of the AR of :func:`fit_seasonal_ar`.
+
+    ``start (n, max(lags))``: the first ``max(lags)`` values of every path are these real values (the
+    "seeded" baseline) and the rest is simulated. Without ``start`` the paths are fully synthetic:
+    started at the process mean and run for ``burn_in`` steps before the kept ``length``.
+    """
+    lags = tuple(int(lag) for lag in lags)
+    p = max(lags)
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.shape != (len(lags) + 1,):
+        raise ValueError(f"coef must have {len(lags) + 1} entries (intercept, one per lag), got {coef.shape}")
+    rng = np.random.default_rng(seed)
+    if start is not None:
+        start = np.asarray(start, dtype=np.float64)
+        if start.ndim != 2 or start.shape[1] != p or length < p:
+            raise ValueError(f"start must be (n, {p}) and length >= {p}, got {start.shape} and {length}")
+        n, skip, total = start.shape[0], 0, length
+    else:
+        if n is None:
+            raise ValueError("give n (fully synthetic paths) or start (seeded paths)")
+        mean = coef[0] / (1.0 - coef[1:].sum()) if abs(1.0 - coef[1:].sum()) > 1e-8 else 0.0
+        start, skip, total = np.full((n, p), mean), burn_in, burn_in + length
+    out = np.empty((n, max(total, p)))
+    out[:, :p] = start
+    for i in range(p, total):
+        out[:, i] = coef[0] + sum(c * out[:, i - lag] for c, lag in zip(coef[1:], lags)) + sigma * rng.standard_normal(n)
+    return out[:, skip:skip + length].astype(np.float32)
 
 
 def sample_noise(n: int, length: int, seed: int = 0) -> np.ndarray:
@@ -532,6 +618,28 @@ def embed_windows(encoder: TSEncoder, windows: np.ndarray, batch: int = 1024) ->
 def context_fid(encoder: TSEncoder, real: np.ndarray, synthetic: np.ndarray) -> float:
     """Context-FID: the Fréchet distance between the encoder's embeddings of real and synthetic windows."""
     return frechet_distance(embed_windows(encoder, real), embed_windows(encoder, synthetic))
+
+
+def paired_context_fid(encoder: TSEncoder, real: np.ndarray, synthetic: np.ndarray, n_batches: int = 10
+                       ) -> np.ndarray:
+    """Context-FID as the official experiment computes it (``nursery/ContextFIDExperiment``): row ``i`` of
+    ``synthetic (n, L)`` was generated with the time features of real window ``i`` of ``real (n, L)``;
+    the pairs are cut into ``n_batches`` consecutive batches and the FID is computed batch by batch.
+    Returns the ``(n_batches,)`` scores; report their mean and spread.
+
+    Every batch needs more windows than the embedding has dimensions (for a full-rank covariance).
+    """
+    real, synthetic = np.asarray(real), np.asarray(synthetic)
+    if real.shape != synthetic.shape or real.ndim != 2:
+        raise ValueError(f"real and synthetic must be paired (n, L) arrays, got {real.shape} and {synthetic.shape}")
+    size = real.shape[0] // n_batches if n_batches >= 1 else 0
+    dim = encoder.out.out_channels
+    if size <= dim:
+        raise ValueError(f"{real.shape[0]} pairs in {n_batches} batches give {size} per batch; "
+                         f"need more than the embedding's {dim} dimensions")
+    er, es = embed_windows(encoder, real), embed_windows(encoder, synthetic)
+    return np.array([frechet_distance(er[b * size:(b + 1) * size], es[b * size:(b + 1) * size])
+                     for b in range(n_batches)])
 
 
 def autocorrelation(windows: np.ndarray, max_lag: int) -> np.ndarray:

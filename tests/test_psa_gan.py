@@ -130,6 +130,34 @@ def test_training_runs_and_the_averaged_generator_samples_full_windows():
     assert samples.shape == (10, 32) and np.isfinite(samples).all()
     again = pg.train_psagan(sampler, cfg)
     assert np.array_equal(samples, pg.generate(again.generator, t))       # deterministic for a seed
+    assert result.last_generator is result.generator                     # nothing selected: the last step
+
+
+def test_soft_min_max_output_scaling_as_the_official_local_scaling():
+    x = torch.randn(5, 1, 64) * 30 + 7
+    y = pg.soft_min_max_scale(x)
+    # sharpness 100 on values spread over tens of units: min and max are (almost) exact
+    assert torch.allclose(y.amin(-1), torch.zeros(5, 1), atol=1e-4)
+    assert torch.allclose(y.amax(-1), torch.ones(5, 1), atol=1e-4)
+    assert torch.allclose(y, (x - x.amin(-1, keepdim=True)) / (x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)),
+                          atol=1e-4)
+    assert torch.isfinite(pg.soft_min_max_scale(torch.ones(2, 1, 8))).all()          # constant series
+    G = pg.Generator(2, channels=8, scaling="local").eval()
+    z, t = torch.randn(3, 4, 32), torch.randn(3, 4, 32)
+    with torch.no_grad():
+        out = G(z, t)
+        assert out.shape == (3, 1, 32) and out.amin() > -0.05 and out.amax() < 1.05
+        # the fade-in path is scaled after fading, so alpha = 0 is still the upsampled old output
+        old = torch.nn.functional.interpolate(G(z, t, stage=1), scale_factor=2, mode="nearest")
+        assert torch.allclose(G(z, t, stage=2, alpha=0.0), old, atol=1e-5)
+    with pytest.raises(ValueError, match="scaling"):
+        pg.Generator(1, scaling="global")
+    with pytest.raises(ValueError, match="scaling"):
+        pg.GANConfig(length=16, scaling="minmax")
+    sampler = pg.WindowSampler(_sine_series(), 16)
+    result = pg.train_psagan(sampler, pg.GANConfig(length=16, iterations=6, batch_size=8, channels=8, scaling="local"))
+    samples = pg.generate(result.generator, sampler.sample(4, np.random.default_rng(0))[1])
+    assert samples.min() > -0.05 and samples.max() < 1.05
 
 
 def test_checkpoint_selection_returns_the_lowest_scoring_final_stage_checkpoint():
@@ -148,6 +176,8 @@ def test_checkpoint_selection_returns_the_lowest_scoring_final_stage_checkpoint(
     assert [r["iteration"] for r in result.selection] == [32, 36, 40]
     assert np.array_equal(pg.generate(result.generator, t), snapshots[1])     # score 1.0 was the best
     assert not np.array_equal(snapshots[1], snapshots[2])
+    assert np.array_equal(pg.generate(result.last_generator, t), snapshots[2])  # the last step, kept too
+    assert not result.last_generator.training
     with pytest.raises(ValueError, match="select_every"):
         pg.train_psagan(sampler, cfg, selector=selector, select_every=0)
 
@@ -177,6 +207,46 @@ def test_ar1_fit_recovers_its_parameters():
     paths = pg.sample_ar1(0.2, 0.7, 0.1, np.full(400, 0.66), 200, seed=0)
     c, phi, sigma = pg.fit_ar1(paths)
     assert c == pytest.approx(0.2, abs=0.01) and phi == pytest.approx(0.7, abs=0.01) and sigma == pytest.approx(0.1, abs=0.005)
+
+
+def test_seasonal_ar_fit_recovers_its_coefficients_seeded_and_synthetic():
+    coef = np.array([0.05, 0.5, -0.1, 0.35, -0.05])                 # intercept, lags 1, 2, 24, 25
+    paths = pg.sample_seasonal_ar(coef, 0.05, 300, n=300, seed=0)
+    assert paths.shape == (300, 300) and np.isfinite(paths).all()
+    fitted, sigma = pg.fit_seasonal_ar(paths)
+    assert np.allclose(fitted, coef, atol=0.01) and sigma == pytest.approx(0.05, abs=0.002)
+    # fully synthetic paths start after the burn-in, near the process mean c / (1 - sum of the weights)
+    assert paths.mean() == pytest.approx(0.05 / (1 - 0.7), abs=0.01)
+    start = np.random.default_rng(1).random((4, 25))
+    seeded = pg.sample_seasonal_ar(coef, 0.05, 64, start=start, seed=1)
+    assert seeded.shape == (4, 64) and np.allclose(seeded[:, :25], start, atol=1e-6)
+    step = coef[0] + coef[1] * start[:, 24] + coef[2] * start[:, 23] + coef[3] * start[:, 1] + coef[4] * start[:, 0]
+    assert np.abs(seeded[:, 25] - step).max() < 0.05 * 5                  # one noisy step from the real values
+    with pytest.raises(ValueError, match="too short"):
+        pg.fit_seasonal_ar(paths[:, :20])
+    with pytest.raises(ValueError, match="n"):
+        pg.sample_seasonal_ar(coef, 0.05, 64)
+    with pytest.raises(ValueError, match="start"):
+        pg.sample_seasonal_ar(coef, 0.05, 64, start=start[:, :10])
+
+
+def test_paired_context_fid_scores_batch_by_batch():
+    sampler = pg.WindowSampler(_sine_series(20), 32)
+    rng = np.random.default_rng(0)
+    enc = pg.train_ts2vec_encoder(sampler.sample(256, rng)[0].squeeze(1).numpy(), steps=20, batch_size=64)
+    real = sampler.sample(400, rng)[0].squeeze(1).numpy()
+    other = sampler.sample(400, rng)[0].squeeze(1).numpy()
+    same = pg.paired_context_fid(enc, real, real, n_batches=4)
+    assert same.shape == (4,) and np.allclose(same, 0.0, atol=1e-6)
+    scores = pg.paired_context_fid(enc, real, other, n_batches=4)
+    embedded_real, embedded_other = pg.embed_windows(enc, real), pg.embed_windows(enc, other)
+    assert scores[2] == pytest.approx(pg.frechet_distance(embedded_real[200:300], embedded_other[200:300]), rel=1e-9)
+    noise = pg.paired_context_fid(enc, real, pg.sample_noise(400, 32), n_batches=4)
+    assert noise.mean() > scores.mean()
+    with pytest.raises(ValueError, match="paired"):
+        pg.paired_context_fid(enc, real, other[:300])
+    with pytest.raises(ValueError, match="dimensions"):
+        pg.paired_context_fid(enc, real, other, n_batches=20)          # 20 per batch < 32 dimensions
 
 
 def test_frechet_distance_zero_on_identical_sets_and_the_1d_closed_form():
