@@ -159,6 +159,9 @@ def _pool_to(t: torch.Tensor, length: int) -> torch.Tensor:
     return t if t.shape[-1] == length else F.adaptive_avg_pool1d(t, length)
 
 
+SCALINGS = ("none", "local")   # the generator's output: free, or soft min-max scaled per window
+
+
 def soft_min_max_scale(x: torch.Tensor, sharpness: float = 100.0) -> torch.Tensor:
     """Scale every series of ``x (B, 1, L)`` to about ``[0, 1]`` with differentiable min and max.
 
@@ -189,8 +192,8 @@ class Generator(nn.Module):
         super().__init__()
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
-        if scaling not in ("none", "local"):
-            raise ValueError(f"scaling must be 'none' or 'local', got {scaling!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         self.depth, self.noise_dim, self.scaling = depth, noise_dim, scaling
         self.initial = MainBlock(noise_dim + feature_dim, channels, attention)
         self.blocks = nn.ModuleList(MainBlock(channels + feature_dim, channels, attention) for _ in range(depth))
@@ -310,8 +313,8 @@ class GANConfig:
             raise ValueError(f"iterations must be at least {self.depth + 1} (one per stage)")
         if not 0.0 <= self.fade_fraction < 1.0 or not 0.0 <= self.ema < 1.0:
             raise ValueError("fade_fraction and ema must be in [0, 1)")
-        if self.scaling not in ("none", "local"):
-            raise ValueError(f"scaling must be 'none' or 'local', got {self.scaling!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
         if self.moment_weight < 0 or self.d_steps < 1:
             raise ValueError("moment_weight must be >= 0 and d_steps >= 1")
 
@@ -434,13 +437,12 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
         sums["loss_g"] += loss_g.item()
         sums["moment"] += moments.item()
         count += 1
-    if result.selection:    # before record(), whose forward pass in train mode moves the spectral-norm vectors
-        result.last_generator = copy.deepcopy(G_avg).eval()
+    # copied before record(), whose forward pass in train mode moves the spectral-norm vectors
+    last = copy.deepcopy(G_avg).eval() if result.selection else G_avg
     record(last_stage, config.iterations)
     if result.selection:
         G_avg.load_state_dict(best_state)
-    else:
-        result.last_generator = G_avg
+    result.last_generator = last
     G_avg.eval()
     result.seconds = time.perf_counter() - start
     return result
@@ -459,27 +461,6 @@ def generate(generator: Generator, t: torch.Tensor, seed: int = 0, batch: int = 
 
 
 # ----------------------------------------------------------------------------- baselines
-def fit_ar1(windows: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares AR(1) ``x_t = c + phi x_{t-1} + eps``, ``eps ~ N(0, sigma^2)``, pooled over windows ``(n, L)``.
-    Returns ``(c, phi, sigma)``."""
-    w = np.asarray(windows, dtype=np.float64)
-    prev, nxt = w[:, :-1].ravel(), w[:, 1:].ravel()
-    A = np.stack([np.ones_like(prev), prev], 1)
-    (c, phi), *_ = np.linalg.lstsq(A, nxt, rcond=None)
-    sigma = float(np.std(nxt - A @ np.array([c, phi])))
-    return float(c), float(phi), sigma
-
-
-def sample_ar1(c: float, phi: float, sigma: float, first_values: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
-    """``(n, length)`` AR(1) paths starting at ``first_values (n,)``."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((len(first_values), length))
-    out[:, 0] = first_values
-    for i in range(1, length):
-        out[:, i] = c + phi * out[:, i - 1] + sigma * rng.standard_normal(len(first_values))
-    return out.astype(np.float32)
-
-
 SEASONAL_LAGS = (1, 2, 24, 25)
 
 
@@ -533,6 +514,19 @@ def sample_seasonal_ar(coef: np.ndarray, sigma: float, length: int, n: int | Non
     for i in range(p, total):
         out[:, i] = coef[0] + sum(c * out[:, i - lag] for c, lag in zip(coef[1:], lags)) + sigma * rng.standard_normal(n)
     return out[:, skip:skip + length].astype(np.float32)
+
+
+def fit_ar1(windows: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares AR(1) ``x_t = c + phi x_{t-1} + eps``, ``eps ~ N(0, sigma^2)``, pooled over windows ``(n, L)``:
+    :func:`fit_seasonal_ar` with the single lag 1. Returns ``(c, phi, sigma)``."""
+    (c, phi), sigma = fit_seasonal_ar(windows, lags=(1,))
+    return float(c), float(phi), sigma
+
+
+def sample_ar1(c: float, phi: float, sigma: float, first_values: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
+    """``(n, length)`` AR(1) paths starting at ``first_values (n,)`` (:func:`sample_seasonal_ar`, lag 1)."""
+    start = np.asarray(first_values, dtype=np.float64)[:, None]
+    return sample_seasonal_ar(np.array([c, phi]), sigma, length, start=start, lags=(1,), seed=seed)
 
 
 def sample_noise(n: int, length: int, seed: int = 0) -> np.ndarray:
@@ -632,7 +626,9 @@ def paired_context_fid(encoder: TSEncoder, real: np.ndarray, synthetic: np.ndarr
     real, synthetic = np.asarray(real), np.asarray(synthetic)
     if real.shape != synthetic.shape or real.ndim != 2:
         raise ValueError(f"real and synthetic must be paired (n, L) arrays, got {real.shape} and {synthetic.shape}")
-    size = real.shape[0] // n_batches if n_batches >= 1 else 0
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
+    size = real.shape[0] // n_batches
     dim = encoder.out.out_channels
     if size <= dim:
         raise ValueError(f"{real.shape[0]} pairs in {n_batches} batches give {size} per batch; "
