@@ -14,7 +14,8 @@ The pieces, in the order of the chapter:
 - Networks: :class:`SelfAttention`, :class:`MainBlock`, :class:`Generator`, :class:`Discriminator`,
   :func:`fade`; losses :func:`lsgan_losses` and :func:`moment_loss`; :func:`train_psagan` with its
   :class:`GANConfig` (including the ablations: no self-attention, no moment loss, no fading, and
-  the official soft min-max output scaling, :func:`soft_min_max_scale`).
+  the official soft min-max output scaling, :func:`soft_min_max_scale`); checkpoint selection on
+  validation series by :class:`ACFSelector`; :func:`train_many` for several runs in worker processes.
 - Baselines: :func:`fit_ar1` / :func:`sample_ar1`, the seasonal AR :func:`fit_seasonal_ar` /
   :func:`sample_seasonal_ar` (seeded or fully synthetic) and :func:`sample_noise`.
 - Metrics: :func:`frechet_distance`, :class:`TSEncoder` trained by :func:`train_ts2vec_encoder`
@@ -116,27 +117,35 @@ class WindowSampler:
 class SelfAttention(nn.Module):
     """Self-attention over time with a residual gate: ``x + gamma * Conv1x1(Attn(x))``, ``(B, C, L) -> (B, C, L)``.
 
-    Queries and keys have ``key_dim`` channels (1x1 convolutions), values ``C``. ``gamma`` starts at 0,
-    so a new block starts as the identity and learns how much attention to mix in (SAGAN, PSA-GAN).
+    Queries and keys have ``key_dim`` channels and values ``value_dim`` (1x1 convolutions); a 1x1
+    convolution maps the attended values back to ``C`` channels. ``gamma`` starts at 0, so a new block
+    starts as the identity and learns how much attention to mix in (SAGAN, PSA-GAN). The defaults are
+    the official configuration (``run_gan.py``: ``key_features = value_features = 1``; in ``_model.py``
+    only the block's main convolution is spectrally normalised, not these four).
     """
 
-    def __init__(self, channels: int, key_dim: int = 8) -> None:
+    def __init__(self, channels: int, key_dim: int = 1, value_dim: int = 1) -> None:
         super().__init__()
-        self.query = spectral_norm(nn.Conv1d(channels, key_dim, 1))
-        self.key = spectral_norm(nn.Conv1d(channels, key_dim, 1))
-        self.value = spectral_norm(nn.Conv1d(channels, channels, 1))
-        self.out = spectral_norm(nn.Conv1d(channels, channels, 1))
+        if min(channels, key_dim, value_dim) < 1:
+            raise ValueError(f"channels, key_dim and value_dim must be >= 1, got {channels}, {key_dim}, {value_dim}")
+        self.query = nn.Conv1d(channels, key_dim, 1)
+        self.key = nn.Conv1d(channels, key_dim, 1)
+        self.value = nn.Conv1d(channels, value_dim, 1)
+        self.out = nn.Conv1d(value_dim, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.query(x), self.key(x), self.value(x)                # (B, d, L), (B, d, L), (B, C, L)
-        weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(q.shape[1]), dim=-1)   # (B, L, L)
-        attended = v @ weights.transpose(1, 2)                              # (B, C, L)
-        return x + self.gamma * self.out(attended)
+        q, k, v = pointwise(self.query, x), pointwise(self.key, x), pointwise(self.value, x)               # (B, d, L), (B, d, L), (B, d_v, L)
+        # broadcast products rather than bmm: with one or a few key and value channels they are faster
+        scores = (q.unsqueeze(-1) * k.unsqueeze(-2)).sum(1) / math.sqrt(q.shape[1])   # (B, L, L): q_i . k_j
+        weights = torch.softmax(scores, dim=-1)                                        # (B, L, L)
+        attended = (weights.unsqueeze(1) * v.unsqueeze(-2)).sum(-1)                    # (B, d_v, L)
+        return x + self.gamma * pointwise(self.out, attended)
 
 
 class MainBlock(nn.Module):
-    """PSA-GAN's block: ``c = LeakyReLU(SN-Conv1d_k3(x))``, then ``c + gamma * SA(c)`` (or ``c`` alone)."""
+    """PSA-GAN's block: ``c = LeakyReLU(SN-Conv1d_k3(x))``, then ``c + gamma * SA(c)`` (or ``c`` alone).
+    The slope of the LeakyReLU is PyTorch's default 0.01, as in the official block."""
 
     def __init__(self, in_channels: int, channels: int, attention: bool = True) -> None:
         super().__init__()
@@ -144,7 +153,7 @@ class MainBlock(nn.Module):
         self.attention = SelfAttention(channels) if attention else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = F.leaky_relu(self.conv(x), 0.2)
+        c = F.leaky_relu(self.conv(x), 0.01)
         return c if self.attention is None else self.attention(c)
 
 
@@ -156,7 +165,19 @@ def fade(new: torch.Tensor, old: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _pool_to(t: torch.Tensor, length: int) -> torch.Tensor:
-    return t if t.shape[-1] == length else F.adaptive_avg_pool1d(t, length)
+    """Average-pool ``(B, C, L)`` to ``length`` steps (plain pooling when ``length`` divides ``L``: faster)."""
+    if t.shape[-1] == length:
+        return t
+    if t.shape[-1] % length == 0:
+        return F.avg_pool1d(t, t.shape[-1] // length)
+    return F.adaptive_avg_pool1d(t, length)
+
+
+def pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution ``(B, C_in, L) -> (B, C_out, L)`` computed as a matrix product: the same numbers as
+    ``conv(x)``, several times faster on a CPU when a side has one or a few channels."""
+    out = torch.matmul(conv.weight[:, :, 0], x)
+    return out if conv.bias is None else out + conv.bias[:, None]
 
 
 SCALINGS = ("none", "local")   # the generator's output: free, or soft min-max scaled per window
@@ -209,9 +230,9 @@ class Generator(nn.Module):
             previous = h
             h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = self.blocks[s - 1](torch.cat([h, _pool_to(t, h.shape[-1])], 1))
-        out = self.to_series[stage](h)
+        out = pointwise(self.to_series[stage], h)
         if stage > 0 and alpha < 1.0:
-            old = F.interpolate(self.to_series[stage - 1](previous), scale_factor=2, mode="nearest")
+            old = F.interpolate(pointwise(self.to_series[stage - 1], previous), scale_factor=2, mode="nearest")
             out = fade(out, old, alpha)
         return soft_min_max_scale(out) if self.scaling == "local" else out
 
@@ -237,12 +258,12 @@ class Discriminator(nn.Module):
         stage = self.depth if stage is None else stage
         if x.shape[-1] != 8 * 2 ** stage:
             raise ValueError(f"stage {stage} expects length {8 * 2 ** stage}, got {x.shape[-1]}")
-        h = F.leaky_relu(self.from_series[stage](torch.cat([x, _pool_to(t, x.shape[-1])], 1)), 0.2)
+        h = F.leaky_relu(pointwise(self.from_series[stage], torch.cat([x, _pool_to(t, x.shape[-1])], 1)), 0.2)
         for s in range(stage, 0, -1):
             h = F.avg_pool1d(self.blocks[s - 1](h), 2)
             if s == stage and alpha < 1.0:
                 xs = F.avg_pool1d(x, 2)
-                old = F.leaky_relu(self.from_series[s - 1](torch.cat([xs, _pool_to(t, xs.shape[-1])], 1)), 0.2)
+                old = F.leaky_relu(pointwise(self.from_series[s - 1], torch.cat([xs, _pool_to(t, xs.shape[-1])], 1)), 0.2)
                 h = fade(h, old, alpha)
         return self.head(self.final_block(h).flatten(1)).squeeze(1)
 
@@ -408,13 +429,17 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
             real, t, z = batch(stage)
             with torch.no_grad():
                 fake = G(z, t, stage, alpha)
-            loss_d, _ = lsgan_losses(D(real, t, stage, alpha), D(fake, t, stage, alpha))
+            # one forward pass of D over real and fake windows (D has no batch statistics)
+            d_out = D(torch.cat([real, fake]), torch.cat([t, t]), stage, alpha)
+            loss_d, _ = lsgan_losses(d_out[:len(real)], d_out[len(real):])
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-        real, t, z = batch(stage)
+        real, t, z = batch(stage)   # real: the windows whose time features condition the fakes (moment loss)
         fake = G(z, t, stage, alpha)
-        _, loss_g = lsgan_losses(D(real, t, stage, alpha).detach(), D(fake, t, stage, alpha))
+        D.requires_grad_(False)     # the generator step needs D's input gradient only
+        loss_g = 0.5 * ((D(fake, t, stage, alpha) - 1) ** 2).mean()
+        D.requires_grad_(True)
         moments = moment_loss(fake, real)
         opt_g.zero_grad(set_to_none=True)
         (loss_g + config.moment_weight * moments).backward()
@@ -446,6 +471,69 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
     G_avg.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+class ACFSelector:
+    """A checkpoint selector for :func:`train_psagan` that never looks at the reported metric or data:
+    the ACF distance (:func:`acf_distance`, lags up to ``max_lag``) between ``real (n, L)`` windows of
+    *validation* series and the generator's samples for their time features ``t (n, F, L)``.
+    A plain class (not a closure), so that it can be sent to worker processes."""
+
+    def __init__(self, real: np.ndarray, t: torch.Tensor, max_lag: int = 48, seed: int = 0) -> None:
+        real = np.asarray(real, dtype=np.float32)
+        if real.ndim != 2 or t.ndim != 3 or t.shape[0] != real.shape[0] or t.shape[-1] != real.shape[1]:
+            raise ValueError(f"real must be (n, L) and t (n, F, L), got {real.shape} and {tuple(t.shape)}")
+        if not 0 < max_lag < real.shape[1]:
+            raise ValueError(f"max_lag must be in (0, {real.shape[1]}), got {max_lag}")
+        self.real, self.t, self.max_lag, self.seed = real, t, max_lag, seed
+
+    def __call__(self, generator: Generator) -> float:
+        return acf_distance(self.real, generate(generator, self.t, seed=self.seed), self.max_lag)
+
+
+def _train_in_worker(args: tuple) -> dict:
+    sampler, config, selector, select_every = args
+    torch.set_num_threads(1)
+    r = train_psagan(sampler, config, selector=selector, select_every=select_every)
+    return {"generator": r.generator.state_dict(), "discriminator": r.discriminator.state_dict(),
+            "last_generator": None if r.last_generator is None else r.last_generator.state_dict(),
+            "history": r.history, "stage_samples": r.stage_samples, "seconds": r.seconds, "selection": r.selection}
+
+
+def train_many(sampler: WindowSampler, configs: Sequence[GANConfig], selector: Callable[[Generator], float] | None = None,
+               select_every: int = 25, workers: int = 1) -> list[GANResult]:
+    """:func:`train_psagan` for every config (e.g. the variants of a chapter times its seeds), in order.
+
+    With ``workers > 1`` the runs go to that many processes of one thread each ("spawn": nothing is
+    shared but the arguments). On a 2-core machine two one-thread runs side by side do nearly twice
+    the work of one two-thread run, because these networks are too small to keep two threads busy.
+    Each run is seeded by its config, so the results do not depend on ``workers``: they are those of a
+    one-thread run in this process (up to float rounding in the last digits). ``selector`` must be
+    picklable when ``workers > 1`` (e.g. an :class:`ACFSelector`).
+    """
+    configs = list(configs)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(configs) < 2:
+        return [train_psagan(sampler, c, selector=selector, select_every=select_every) for c in configs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    features = time_features(np.zeros(1)).shape[-1]
+    with ProcessPoolExecutor(min(workers, len(configs)), mp_context=mp.get_context("spawn")) as pool:
+        outs = list(pool.map(_train_in_worker, [(sampler, c, selector, select_every) for c in configs]))
+    results = []
+    for c, o in zip(configs, outs):
+        def build(state: dict) -> Generator:
+            g = Generator(c.depth, c.noise_dim, features, c.channels, c.attention, c.scaling)
+            g.load_state_dict(state)
+            return g.eval()
+
+        D = Discriminator(c.depth, features, c.channels, c.attention)
+        D.load_state_dict(o["discriminator"])
+        results.append(GANResult(c, build(o["generator"]), D.eval(), o["history"], o["stage_samples"], o["seconds"],
+                                 o["selection"], None if o["last_generator"] is None else build(o["last_generator"])))
+    return results
 
 
 def generate(generator: Generator, t: torch.Tensor, seed: int = 0, batch: int = 512) -> np.ndarray:

@@ -53,6 +53,35 @@ def test_self_attention_with_gamma_zero_is_the_identity():
     assert not torch.allclose(sa(x), x)
 
 
+def test_self_attention_is_softmax_attention_with_the_official_sizes():
+    sa = pg.SelfAttention(16)
+    assert (sa.query.out_channels, sa.key.out_channels, sa.value.out_channels, sa.out.in_channels) == (1, 1, 1, 1)
+    assert not any("parametrizations" in name for name, _ in sa.named_parameters())   # no spectral norm here
+    with torch.no_grad():
+        sa.gamma.fill_(0.7)
+    wide = pg.SelfAttention(16, key_dim=4, value_dim=3)
+    with torch.no_grad():
+        wide.gamma.fill_(-0.3)
+    x = torch.randn(3, 16, 20)
+    for layer in (sa, wide):   # against the textbook formula with convolutions and bmm
+        q, k, v = layer.query(x), layer.key(x), layer.value(x)
+        weights = torch.softmax(q.transpose(1, 2) @ k / q.shape[1] ** 0.5, dim=-1)
+        expected = x + layer.gamma * layer.out(v @ weights.transpose(1, 2))
+        assert torch.allclose(layer(x), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="key_dim"):
+        pg.SelfAttention(16, key_dim=0)
+
+
+def test_pointwise_is_a_1x1_convolution_and_pooling_is_exact():
+    for c_in, c_out, bias in ((16, 1, True), (1, 16, True), (5, 7, False)):
+        conv = torch.nn.Conv1d(c_in, c_out, 1, bias=bias)
+        x = torch.randn(4, c_in, 24)
+        assert torch.allclose(pg.pointwise(conv, x), conv(x), atol=1e-5)
+    t = torch.randn(3, 4, 64)
+    for length in (8, 16, 64, 12):
+        assert torch.allclose(pg._pool_to(t, length), torch.nn.functional.adaptive_avg_pool1d(t, length), atol=1e-6)
+
+
 def test_spectrally_normalised_weights_have_unit_largest_singular_value():
     block = pg.MainBlock(8, 16)
     block.train()
@@ -131,6 +160,15 @@ def test_training_runs_and_the_averaged_generator_samples_full_windows():
     again = pg.train_psagan(sampler, cfg)
     assert np.array_equal(samples, pg.generate(again.generator, t))       # deterministic for a seed
     assert result.last_generator is result.generator                     # nothing selected: the last step
+    assert all(p.requires_grad for p in result.discriminator.parameters())   # frozen only inside the G step
+
+
+def test_one_discriminator_pass_over_real_and_fake_equals_two():
+    D = pg.Discriminator(2, channels=8).eval()   # no batch statistics: rows do not interact
+    x, t = torch.rand(6, 1, 32), torch.randn(6, 4, 32)
+    with torch.no_grad():
+        both = D(x, t)
+        assert torch.allclose(both[:3], D(x[:3], t[:3]), atol=1e-6) and torch.allclose(both[3:], D(x[3:], t[3:]), atol=1e-6)
 
 
 def test_soft_min_max_output_scaling_as_the_official_local_scaling():
@@ -180,6 +218,41 @@ def test_checkpoint_selection_returns_the_lowest_scoring_final_stage_checkpoint(
     assert not result.last_generator.training
     with pytest.raises(ValueError, match="select_every"):
         pg.train_psagan(sampler, cfg, selector=selector, select_every=0)
+
+
+def test_acf_selector_scores_a_generator_on_its_validation_windows():
+    sampler = pg.WindowSampler(_sine_series(), 32)
+    real, t = sampler.sample(64, np.random.default_rng(1))
+    selector = pg.ACFSelector(real[:, 0].numpy(), t, max_lag=12, seed=3)
+    G = pg.Generator(2, channels=8, scaling="local").eval()
+    expected = pg.acf_distance(real[:, 0].numpy(), pg.generate(G, t, seed=3), 12)
+    assert selector(G) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="max_lag"):
+        pg.ACFSelector(real[:, 0].numpy(), t, max_lag=32)
+    with pytest.raises(ValueError, match="real must be"):
+        pg.ACFSelector(real[:10, 0].numpy(), t)
+
+
+def test_train_many_in_worker_processes_gives_the_one_thread_results():
+    sampler = pg.WindowSampler(_sine_series(), 16)
+    real, t = sampler.sample(40, np.random.default_rng(1))
+    selector = pg.ACFSelector(real[:, 0].numpy(), t, max_lag=6)
+    configs = [pg.GANConfig(length=16, iterations=12, batch_size=8, channels=4, seed=s, scaling="local",
+                            attention=a) for s, a in ((0, True), (1, False))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = pg.train_many(sampler, configs, selector, select_every=2, workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    there = pg.train_many(sampler, configs, selector, select_every=2, workers=2)
+    for a, b in zip(here, there):
+        assert a.config == b.config and a.selection == b.selection
+        for ga, gb in ((a.generator, b.generator), (a.last_generator, b.last_generator)):
+            assert not gb.training
+            assert np.allclose(pg.generate(ga, t), pg.generate(gb, t), atol=1e-5)
+    with pytest.raises(ValueError, match="workers"):
+        pg.train_many(sampler, configs, workers=0)
 
 
 def test_the_moment_loss_pulls_the_mean_and_spread_towards_the_data():
