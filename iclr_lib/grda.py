@@ -14,9 +14,12 @@ The pieces, in the order of the chapter:
 - Networks with the official widths: :class:`Encoder`, :class:`Predictor`, :class:`GraphDiscriminator`,
   :class:`DomainClassifier` (DANN's discriminator).
 - :func:`sample_domains` (the official sub-graph sampling) and :func:`graph_discriminator_loss`.
-- :func:`train_domain_adaptation`: ``"source_only"``, ``"dann"`` and ``"grda"`` with a *correct*
-  alternating min-max update (the official code's joint backward freezes D at ``lambda = 1``;
-  :func:`joint_backward_discriminator_gradient` shows why).
+- :func:`train_domain_adaptation`: ``"source_only"``, ``"dann"`` and ``"grda"``, with the official joint
+  backward (D gets ``(1 - lambda)`` of its gradient, none at ``lambda = 1``;
+  :func:`joint_backward_discriminator_gradient` shows why) or an alternating min-max update;
+  :func:`paper_time_config` (commit dafc621: learned embeddings :class:`EmbeddingNet`, paired batches
+  :func:`epoch_order`, :func:`official_nll_loss`) and :func:`head_config` (today's settings);
+  :func:`train_many` runs configurations in worker processes.
 - The theory, exactly and in the discrete case: :func:`pair_alignment`, :func:`encoder_objective`
   and :func:`equilibrium_encoder`.
 
@@ -349,15 +352,28 @@ class GraphDiscriminator(nn.Module):
 
 class DomainClassifier(nn.Module):
     """DANN's discriminator: encoding ``(..., nh)`` -> logits over the ``N`` domains, through
-    5 x ``[Linear(nh, nh)-ReLU]`` (the official ``ClassDiscNet``'s layout; it also applies a ReLU to the
-    logits, which we leave out)."""
+    5 x ``[Linear(nh, nh)-ReLU]`` (the official ``ClassDiscNet``'s layout). ``relu_logits``: the official
+    network also applies a ReLU to the logits before its log-softmax (so no logit is ever negative)."""
 
-    def __init__(self, nh: int = 512, num_domains: int = 15) -> None:
+    def __init__(self, nh: int = 512, num_domains: int = 15, relu_logits: bool = False) -> None:
         super().__init__()
-        self.net = _mlp([nh] * 6 + [num_domains], relu_last=False)
+        self.net = _mlp([nh] * 6 + [num_domains], relu_last=relu_logits)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return self.net(e)
+
+
+class EmbeddingNet(nn.Module):
+    """The paper-time official ``GNet`` (``use_g_encode = False``): domain embeddings *learned* during
+    training, ``z_u = Linear(nh, nz)(ReLU(Linear(N, nh)(onehot(u))))``. ``forward()`` -> ``(N, nz)``."""
+
+    def __init__(self, num_domains: int, nh: int = 512, nz: int = 2) -> None:
+        super().__init__()
+        self.num_domains = num_domains
+        self.net = _mlp([num_domains, nh, nz], relu_last=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.net(torch.eye(self.num_domains))
 
 
 def init_official(module: nn.Module, std: float = 0.01) -> nn.Module:
@@ -444,8 +460,20 @@ class TrainConfig:
         sample_domains: domains per D step for GRDA (official 10 of 15).
         eval_every: epochs between evaluations recorded in the history.
         init_std: the official ``N(0, 0.01^2)`` initialisation of every network; ``None`` keeps PyTorch's
-            default (Kaiming-uniform) initialisation, which the chapter uses for the discriminators.
+            default (Kaiming-uniform) initialisation.
         disc_init_std: the same for D alone (``"same"``: follow ``init_std``).
+        update: ``"alternating"`` (a D step on ``L_d``, then an E/F step against the new D) or ``"joint"``
+            (the official order of ``backward`` calls into shared buffers: D receives ``(1 - lam) dL_d``).
+        embedding: ``"fixed"`` (the node embeddings passed in, e.g. the official ``g_encode`` file) or
+            ``"learned"`` (the paper-time :class:`EmbeddingNet`, trained with :func:`graph_reconstruction_loss`
+            over all domains plus whatever gradient the update sends it through the encoder).
+        lr_g: Adam learning rate of the learned embeddings (decayed like the others).
+        prediction_loss: ``"cross_entropy"`` or ``"official"``, the paper-time ``NLL(log(softmax + 1e-4))``
+            (classification only; regression always uses the MSE).
+        paired_batches: the official data loader: one shuffled index ``i`` picks the ``i``-th point of
+            *every* domain, so (the files being sorted by class) D compares points of the same class.
+            ``False``: an independent shuffle per domain.
+        dann_relu_logits: the official DANN discriminator's ReLU on its logits.
     """
 
     method: str = "grda"
@@ -460,16 +488,60 @@ class TrainConfig:
     eval_every: int = 25
     init_std: float | None = 0.01
     disc_init_std: float | None | str = "same"
+    update: str = "alternating"
+    embedding: str = "fixed"
+    lr_g: float = 1e-4
+    prediction_loss: str = "cross_entropy"
+    paired_batches: bool = False
+    dann_relu_logits: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name, allowed in (("update", UPDATES), ("embedding", EMBEDDINGS), ("prediction_loss", PREDICTION_LOSSES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("nh", "epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lam < 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
+
+
+UPDATES: tuple[str, ...] = ("alternating", "joint")
+EMBEDDINGS: tuple[str, ...] = ("fixed", "learned")
+PREDICTION_LOSSES: tuple[str, ...] = ("cross_entropy", "official")
+#: The official settings of the paper's time (Wang-ML-Lab/GRDA at commit dafc621, 2022-01-30:
+#: ``configs/config_random_{15,60}_new.py``, ``model/model.py``, ``model/modules.py``). Today's HEAD has
+#: ``lr = 1e-4``, ``lambda = 1`` and fixed embeddings, which arrived on 2022-05-09 (5e92a99), after the paper.
+PAPER_TIME = {
+    "dg15": dict(lr_e=3e-5, lr_d=3e-5, lr_g=1e-4, lam=0.5, sample_domains=10),
+    "dg60": dict(lr_e=1e-5, lr_d=1e-5, lr_g=3e-4, lam=0.5, sample_domains=30),
+}
+PAPER_TIME_COMMIT = "dafc621"
+_PAPER_TIME_COMMON = dict(epochs=500, batch_size=10, lr_half_life=100.0, init_std=0.01, disc_init_std="same",
+                          update="joint", embedding="learned", prediction_loss="official", paired_batches=True,
+                          dann_relu_logits=True)
+
+
+#: Today's official DG-15 settings (from 5e92a99, 2022-05-09, on): the paper-time code with
+#: ``lr = 1e-4``, ``lambda = 1`` (which freezes D under the joint update) and the fixed ``g_encode_15`` file.
+HEAD_CHANGES = dict(lr_e=1e-4, lr_d=1e-4, lam=1.0, embedding="fixed")
+HEAD_COMMIT = "5e92a99"
+
+
+def head_config(method: str, **overrides) -> TrainConfig:
+    """The official DG-15 configuration of today's HEAD (see :data:`HEAD_CHANGES`), width 512 unless overridden."""
+    return paper_time_config(method, "dg15", **{**HEAD_CHANGES, **overrides})
+
+
+def paper_time_config(method: str, dataset: str = "dg15", **overrides) -> TrainConfig:
+    """The configuration of the paper's time for ``dataset`` (``"dg15"`` or ``"dg60"``), width 512, with
+    ``overrides`` (e.g. ``nh=128, seed=1``) applied on top."""
+    if dataset not in PAPER_TIME:
+        raise ValueError(f"dataset must be one of {tuple(PAPER_TIME)}, got {dataset!r}")
+    return TrainConfig(**{"method": method, "nh": 512, **_PAPER_TIME_COMMON, **PAPER_TIME[dataset], **overrides})
 
 
 @dataclass
@@ -479,7 +551,8 @@ class TrainResult:
     ``per_domain``: ``(N,)`` accuracy in % (classification) or MSE (regression) on ``eval_mask``;
     ``target``: its mean over target domains; ``history``: a list of dicts per evaluation (epoch,
     target metric, mean losses); ``encodings``: ``(N, n, nh)`` final encodings; ``predictions``:
-    ``(N, n)`` predicted classes or ``(N, n, k)`` outputs.
+    ``(N, n)`` predicted classes or ``(N, n, k)`` outputs; ``embedding``: ``(N, nz)`` the domain
+    embeddings the encoder saw at the end (learned or fixed).
     """
 
     config: TrainConfig
@@ -489,6 +562,7 @@ class TrainResult:
     encodings: np.ndarray
     predictions: np.ndarray
     seconds: float = 0.0
+    embedding: np.ndarray | None = None
     models: dict = field(default_factory=dict, repr=False)
 
 
@@ -511,18 +585,42 @@ def evaluate(data: DomainGraphData, encoder: Encoder, predictor: Predictor, z: t
     return metric, e.numpy(), pred
 
 
+def official_nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper-time predictor loss, ``NLL(log(softmax(logits) + 1e-4))`` (``PredNet`` + ``F.nll_loss``).
+
+    ``logits: (M, C)``, ``labels: (M,)``. Close to the cross-entropy for a fair prediction, but no
+    point costs more than ``-log(1e-4) = 9.2``, so a confidently wrong point stops pulling the model.
+    """
+    return F.nll_loss(torch.log(logits.softmax(-1) + 1e-4), labels)
+
+
+def epoch_order(num_domains: int, n: int, paired: bool, rng: np.random.Generator) -> np.ndarray:
+    """``(N, n)`` the order in which an epoch visits each domain's points; batch ``s`` takes columns
+    ``[s B, (s + 1) B)``. ``paired``: the official loader, one permutation shared by every domain."""
+    if paired:
+        return np.repeat(rng.permutation(n)[None, :], num_domains, axis=0)
+    return np.stack([rng.permutation(n) for _ in range(num_domains)])
+
+
 def train_domain_adaptation(data: DomainGraphData, config: TrainConfig, node_embedding: np.ndarray | None = None,
                             progress: bool = False) -> TrainResult:
-    """Train ``config.method`` on ``data`` with the official data layout and a correct min-max update.
+    """Train ``config.method`` on ``data``.
 
     Every step draws ``batch_size`` points from *every* domain (``x: (N, B, d)``); ``F`` is trained on
-    source domains only; targets contribute unlabelled points to the adversarial term. One step:
+    source domains only; targets contribute unlabelled points to the adversarial term. With
+    ``update="alternating"`` one step is
 
     1. ``e = E(x, z)``;
     2. D step: minimise ``L_d(D(e.detach()))`` over D's parameters only;
     3. E/F step: minimise ``L_f(F(e)) - lam * L_d(D(e))`` over E and F (D, just updated, is held fixed).
 
-    ``node_embedding`` (``(N, k)``) defaults to ``data.node_embedding``.
+    With ``update="joint"`` it is the official ``__optimize__``: ``L_g.backward()``, ``zero D``,
+    ``L_d.backward()``, ``zero E/F``, ``(L_f - lam L_d).backward()``, then every optimiser steps. So D
+    gets ``(1 - lam) dL_d``, E and F get ``d(L_f - lam L_d)`` and learned embeddings
+    ``d(L_g + L_f + (1 - lam) L_d)``.
+
+    ``node_embedding`` (``(N, k)``) defaults to ``data.node_embedding``; with ``embedding="learned"`` only
+    its width ``k`` is used (2 when there is none).
     """
     import time
 
@@ -530,96 +628,167 @@ def train_domain_adaptation(data: DomainGraphData, config: TrainConfig, node_emb
 
     start = time.perf_counter()
     z_np = node_embedding if node_embedding is not None else data.node_embedding
-    if z_np is None:
+    learned = config.embedding == "learned"
+    if z_np is None and not learned:
         raise ValueError("node_embedding is required: pass one or use data with node_embedding")
-    z_np = np.asarray(z_np, dtype=np.float32)
-    if z_np.shape[0] != data.num_domains:
-        raise ValueError(f"node_embedding must have {data.num_domains} rows, got {z_np.shape}")
+    if z_np is not None:
+        z_np = np.asarray(z_np, dtype=np.float32)
+        if z_np.shape[0] != data.num_domains:
+            raise ValueError(f"node_embedding must have {data.num_domains} rows, got {z_np.shape}")
     if config.method == "grda" and not 2 <= config.sample_domains <= data.num_domains:
         raise ValueError(f"sample_domains must be in [2, {data.num_domains}], got {config.sample_domains}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     N, n, nx = data.X.shape
+    nz = 2 if z_np is None else z_np.shape[1]
     classification = data.task == "classification"
     n_out = 2 if classification else data.y.shape[-1]
+
     def initialise(module: nn.Module, std: float | None | str) -> nn.Module:
         std = config.init_std if std == "same" else std
         return module if std is None else init_official(module, float(std))
 
-    encoder = initialise(Encoder(nx, z_np.shape[1], config.nh), "same")
+    encoder = initialise(Encoder(nx, nz, config.nh), "same")
     predictor = initialise(Predictor(config.nh, n_out), "same")
-    opt_ef = torch.optim.Adam(list(encoder.parameters()) + list(predictor.parameters()), lr=config.lr_e,
-                              betas=(0.9, 0.999))
+    gnet = initialise(EmbeddingNet(N, config.nh, nz), "same") if learned else None
     decay = 0.5 ** (1.0 / config.lr_half_life)
-    schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt_ef, decay)]
+    opt_ef = torch.optim.Adam(list(encoder.parameters()) + list(predictor.parameters()), lr=config.lr_e,
+                              betas=(0.9, 0.999), foreach=True)
+    optimisers = [opt_ef]
     disc: nn.Module | None = None
     if config.method == "grda":
         disc = initialise(GraphDiscriminator(config.nh, 2), config.disc_init_std)
     elif config.method == "dann":
-        disc = initialise(DomainClassifier(config.nh, N), config.disc_init_std)
-    opt_d = None
+        disc = initialise(DomainClassifier(config.nh, N, relu_logits=config.dann_relu_logits), config.disc_init_std)
+    opt_d = opt_g = None
     if disc is not None:
-        opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.9, 0.999))
-        schedulers.append(torch.optim.lr_scheduler.ExponentialLR(opt_d, decay))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=(0.9, 0.999), foreach=True)
+        optimisers.append(opt_d)
+    if gnet is not None:
+        opt_g = torch.optim.Adam(gnet.parameters(), lr=config.lr_g, betas=(0.9, 0.999), foreach=True)
+        optimisers.append(opt_g)
+    schedulers = [torch.optim.lr_scheduler.ExponentialLR(o, decay) for o in optimisers]
 
     X = torch.as_tensor(data.X)
     Y = torch.as_tensor(data.y)
-    z = torch.as_tensor(z_np)
+    A_t = torch.as_tensor(data.A, dtype=torch.float32)
+    z_fixed = None if z_np is None else torch.as_tensor(z_np)
     src = torch.as_tensor(data.source_domains, dtype=torch.long)
     domain_ids = torch.arange(N)[:, None]
+
+    def embeddings() -> torch.Tensor:
+        return gnet() if gnet is not None else z_fixed
 
     def adversarial_loss(out: torch.Tensor, domains: np.ndarray | None) -> torch.Tensor:
         if config.method == "grda":
             return graph_discriminator_loss(out, domains, data.A)
-        return F.cross_entropy(out.reshape(-1, N), domain_ids.expand(N, out.shape[1]).reshape(-1))
+        logits = out.reshape(-1, N)
+        target = domain_ids.expand(N, out.shape[1]).reshape(-1)
+        return F.cross_entropy(logits, target)
 
     def prediction_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if classification:
-            return F.cross_entropy(out[src].reshape(-1, n_out), target[src].reshape(-1))
-        return F.mse_loss(out[src], target[src])
+        if not classification:
+            return F.mse_loss(out[src], target[src])
+        logits, labels = out[src].reshape(-1, n_out), target[src].reshape(-1)
+        if config.prediction_loss == "official":
+            return official_nll_loss(logits, labels)
+        return F.cross_entropy(logits, labels)
 
     steps = n // config.batch_size
     history: list[dict] = []
     sums = {"pred": 0.0, "adv": 0.0}
     for epoch in tqdm(range(config.epochs), disable=not progress, desc=config.method, leave=False):
-        encoder.train(), predictor.train()
-        perms = np.stack([rng.permutation(n) for _ in range(N)])
+        for net in (encoder, predictor, gnet):
+            if net is not None:
+                net.train()
+        perms = epoch_order(N, n, config.paired_batches, rng)
         for s in range(steps):
             cols = torch.as_tensor(perms[:, s * config.batch_size:(s + 1) * config.batch_size])
             x = torch.gather(X, 1, cols[..., None].expand(-1, -1, nx))
             yb = torch.gather(Y, 1, cols if classification else cols[..., None].expand(-1, -1, n_out))
-            zb = z[:, None, :].expand(-1, config.batch_size, -1)
-            e = encoder(x, zb)
+            z_all = embeddings()
+            e = encoder(x, z_all[:, None, :].expand(-1, config.batch_size, -1))
+            loss_g = graph_reconstruction_loss(z_all, A_t) if gnet is not None else None
+            domains = sample_domains(data.A, config.sample_domains, rng) if config.method == "grda" else None
             loss_adv = torch.zeros(())
-            if disc is not None:
-                domains = sample_domains(data.A, config.sample_domains, rng) if config.method == "grda" else None
-                loss_d = adversarial_loss(disc(e.detach()), domains)      # 2. D step
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                loss_adv = adversarial_loss(disc(e), domains)             # 3. E/F step against the new D
-            loss_pred = prediction_loss(predictor(e), yb)
-            loss = loss_pred - config.lam * loss_adv
-            opt_ef.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_ef.step()
+            if config.update == "joint":
+                if disc is not None:
+                    loss_adv = adversarial_loss(disc(e), domains)
+                loss_pred = prediction_loss(predictor(e), yb)
+                loss = loss_pred - config.lam * loss_adv
+                if opt_g is not None:
+                    opt_g.zero_grad(set_to_none=True)
+                    loss_g.backward(retain_graph=True)
+                if opt_d is not None:
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_adv.backward(retain_graph=True)
+                opt_ef.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                if disc is not None:
+                    loss_d = adversarial_loss(disc(e.detach()), domains)      # 2. D step
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()
+                    loss_adv = adversarial_loss(disc(e), domains)             # 3. E/F step against the new D
+                loss_pred = prediction_loss(predictor(e), yb)
+                loss = loss_pred - config.lam * loss_adv
+                for o in (opt_ef, opt_g):
+                    if o is not None:
+                        o.zero_grad(set_to_none=True)
+                (loss if loss_g is None else loss + loss_g).backward()
+                if disc is not None:
+                    opt_d.zero_grad(set_to_none=True)                         # D was stepped already
+            for o in optimisers:
+                o.step()
             sums["pred"] += loss_pred.item()
             sums["adv"] += loss_adv.item()
         for sch in schedulers:
             sch.step()
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             encoder.eval(), predictor.eval()
-            metric, _, _ = evaluate(data, encoder, predictor, z)
+            with torch.no_grad():
+                z_eval = embeddings()
+            metric, _, _ = evaluate(data, encoder, predictor, z_eval)
             count = steps * (config.eval_every if (epoch + 1) % config.eval_every == 0
                              else (epoch + 1) % config.eval_every)
             history.append({"epoch": epoch + 1, "target": float(metric[data.target_domains].mean()),
                             "loss_pred": sums["pred"] / count, "loss_adv": sums["adv"] / count})
             sums = {"pred": 0.0, "adv": 0.0}
     encoder.eval(), predictor.eval()
-    metric, enc, pred = evaluate(data, encoder, predictor, z)
+    with torch.no_grad():
+        z_final = embeddings()
+    metric, enc, pred = evaluate(data, encoder, predictor, z_final)
     return TrainResult(config, metric, float(metric[data.target_domains].mean()), history, enc, pred,
-                       seconds=time.perf_counter() - start,
-                       models={"encoder": encoder, "predictor": predictor, "discriminator": disc})
+                       seconds=time.perf_counter() - start, embedding=z_final.numpy().copy(),
+                       models={"encoder": encoder, "predictor": predictor, "discriminator": disc, "embedding": gnet})
+
+
+def _train_in_worker(args: tuple) -> TrainResult:
+    torch.set_num_threads(1)
+    data, config, node_embedding = args
+    return train_domain_adaptation(data, config, node_embedding)
+
+
+def train_many(data: DomainGraphData, configs: Sequence[TrainConfig], node_embedding: np.ndarray | None = None,
+               workers: int = 1) -> list[TrainResult]:
+    """:func:`train_domain_adaptation` for every config (methods x seeds x settings), in order.
+
+    With ``workers > 1`` the runs go to that many one-thread processes ("spawn": nothing is shared but
+    the arguments). These networks are too small to keep two threads busy, so on a 2-core machine two
+    one-thread runs side by side do nearly twice the work of one two-thread run. Each run is seeded by
+    its config, so the numbers are those of a one-thread run in this process.
+    """
+    configs = list(configs)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(configs) < 2:
+        return [train_domain_adaptation(data, c, node_embedding) for c in configs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(configs)), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_train_in_worker, [(data, c, node_embedding) for c in configs]))
 
 
 # ----------------------------------------------------------------------------- the theory, discrete and exact

@@ -2,6 +2,7 @@
 graph-discriminator loss, the min-max update, and the paper's theory in its exact discrete form."""
 from __future__ import annotations
 
+import math
 import os
 import pickle
 
@@ -297,3 +298,94 @@ def test_readers_without_the_npz_conversions_rebuild_them_from_the_official_file
         assert a.names == b.names
     assert np.allclose(from_npz[0].node_embedding, rebuilt[0].node_embedding)
     assert np.allclose(from_npz[1].positions, rebuilt[1].positions)
+
+
+# ----------------------------------------------------------------------------- the paper-time configuration
+def test_paper_time_config_is_the_official_one_of_commit_dafc621():
+    cfg = grda.paper_time_config("grda")
+    assert grda.PAPER_TIME_COMMIT == "dafc621"
+    assert (cfg.nh, cfg.epochs, cfg.batch_size, cfg.lr_e, cfg.lr_d, cfg.lr_g, cfg.lam, cfg.sample_domains) == \
+        (512, 500, 10, 3e-5, 3e-5, 1e-4, 0.5, 10)
+    assert (cfg.update, cfg.embedding, cfg.prediction_loss, cfg.paired_batches, cfg.init_std) == \
+        ("joint", "learned", "official", True, 0.01)
+    cfg60 = grda.paper_time_config("dann", "dg60", nh=64, seed=2)
+    assert (cfg60.lr_e, cfg60.lr_g, cfg60.sample_domains, cfg60.nh, cfg60.seed) == (1e-5, 3e-4, 30, 64, 2)
+    with pytest.raises(ValueError, match="dataset"):
+        grda.paper_time_config("grda", "tpt48")
+    with pytest.raises(ValueError, match="update"):
+        grda.TrainConfig(update="both")
+    with pytest.raises(ValueError, match="embedding"):
+        grda.TrainConfig(embedding="random")
+
+
+def test_official_nll_loss_is_the_cross_entropy_capped_at_log_1e4():
+    logits = torch.tensor([[2.0, -1.0], [0.3, 0.1], [-30.0, 30.0]])
+    labels = torch.tensor([0, 1, 0])
+    per_point = [grda.official_nll_loss(logits[i:i + 1], labels[i:i + 1]).item() for i in range(3)]
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert per_point[0] == pytest.approx(ce[0].item(), abs=1e-3) and per_point[1] == pytest.approx(ce[1].item(), abs=1e-3)
+    assert ce[2].item() > 59 and per_point[2] == pytest.approx(-math.log(1e-4), abs=1e-3)
+
+
+def test_paired_batches_visit_the_same_index_in_every_domain():
+    rng = np.random.default_rng(0)
+    paired = grda.epoch_order(5, 12, True, rng)
+    assert paired.shape == (5, 12) and (paired == paired[0]).all() and sorted(paired[0]) == list(range(12))
+    unpaired = grda.epoch_order(5, 12, False, rng)
+    assert all(sorted(row) == list(range(12)) for row in unpaired) and not (unpaired == unpaired[0]).all()
+
+
+def _paper_time_tiny(method: str, **overrides) -> grda.TrainResult:
+    data = grda.make_dg(6, seed=0, points_per_class=10, source_domains=[0, 1, 2])
+    cfg = grda.paper_time_config(method, **{**dict(nh=8, epochs=3, batch_size=5, sample_domains=4, eval_every=1,
+                                                    lr_e=1e-3, lr_d=1e-3, lr_g=1e-3), **overrides})
+    return grda.train_domain_adaptation(data, cfg)
+
+
+def test_joint_update_freezes_D_at_lambda_one_and_trains_it_below():
+    # D with PyTorch's default init: the official N(0, 0.01) init starts it at a saddle where it hardly moves
+    for lam, moves in ((1.0, False), (0.5, True)):
+        result = _paper_time_tiny("grda", lam=lam, disc_init_std=None)
+        torch.manual_seed(0)   # rebuild D's start: the networks are built as E, F, embeddings, D from the seed
+        grda.init_official(grda.Encoder(2, 2, 8)), grda.init_official(grda.Predictor(8, 2))
+        grda.init_official(grda.EmbeddingNet(6, 8, 2))
+        before = [p.clone() for p in grda.GraphDiscriminator(8).parameters()]
+        change = max((a - b).abs().max().item() for a, b in zip(result.models["discriminator"].parameters(), before))
+        assert (change == 0.0) != moves and (not moves or change > 1e-5), (lam, change)
+
+
+def test_learned_embeddings_are_trained_and_returned():
+    result = _paper_time_tiny("source_only", epochs=20)
+    gnet = result.models["embedding"]
+    assert isinstance(gnet, grda.EmbeddingNet) and result.embedding.shape == (6, 2)
+    with torch.no_grad():
+        assert np.allclose(gnet().numpy(), result.embedding)
+    assert np.abs(result.embedding).max() > 0.05          # moved away from the N(0, 0.01) start near 0
+    fixed = _tiny("source_only")
+    assert fixed.models["embedding"] is None and fixed.embedding.shape == (6, 2)
+
+
+def test_dann_relu_logits_are_never_negative():
+    out = grda.DomainClassifier(8, 5, relu_logits=True)(torch.randn(3, 4, 8))
+    assert out.shape == (3, 4, 5) and (out >= 0).all()
+    assert (grda.DomainClassifier(8, 5)(torch.randn(50, 8)) < 0).any()
+
+
+def test_train_many_in_workers_gives_the_one_process_results():
+    data = grda.make_dg(6, seed=0, points_per_class=10, source_domains=[0, 1, 2])
+    cfgs = [grda.paper_time_config(m, nh=8, epochs=2, batch_size=5, sample_domains=4, seed=s)
+            for m in ("grda", "dann") for s in (0, 1)]
+    torch.set_num_threads(1)
+    here = grda.train_many(data, cfgs, workers=1)
+    there = grda.train_many(data, cfgs, workers=2)
+    for a, b in zip(here, there):
+        assert a.config == b.config and np.allclose(a.per_domain, b.per_domain)
+        assert np.allclose(a.encodings, b.encodings, atol=1e-5)
+    with pytest.raises(ValueError, match="workers"):
+        grda.train_many(data, cfgs, workers=0)
+
+
+def test_head_config_changes_only_the_three_later_settings():
+    head, paper = grda.head_config("grda", nh=16), grda.paper_time_config("grda", nh=16)
+    changed = {k for k in grda.TrainConfig.__dataclass_fields__ if getattr(head, k) != getattr(paper, k)}
+    assert changed == {"lr_e", "lr_d", "lam", "embedding"} and (head.lr_e, head.lam) == (1e-4, 1.0)
