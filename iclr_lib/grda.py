@@ -721,7 +721,10 @@ def train_domain_adaptation(data: DomainGraphData, config: TrainConfig, node_emb
                     loss_g.backward(retain_graph=True)
                 if opt_d is not None:
                     opt_d.zero_grad(set_to_none=True)
-                    loss_adv.backward(retain_graph=True)
+                    # what this pass leaves in E's and F's buffers is zeroed next, so autograd is asked
+                    # for D's (and the embeddings') gradients only: the same numbers, less work
+                    keep = [*disc.parameters(), *(gnet.parameters() if gnet is not None else ())]
+                    loss_adv.backward(retain_graph=True, inputs=keep)
                 opt_ef.zero_grad(set_to_none=True)
                 loss.backward()
             else:
