@@ -273,8 +273,12 @@ def lsgan_losses(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[torch.Tens
     """``(L_D, L_G)`` of least-squares GANs: ``L_D = 1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]``,
     ``L_G = 1/2 E[(D(G(z)) - 1)^2]`` (pass ``d_fake`` detached from G for the D step)."""
     loss_d = 0.5 * ((d_real - 1) ** 2).mean() + 0.5 * (d_fake ** 2).mean()
-    loss_g = 0.5 * ((d_fake - 1) ** 2).mean()
-    return loss_d, loss_g
+    return loss_d, lsgan_generator_loss(d_fake)
+
+
+def lsgan_generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """``L_G = 1/2 E[(D(G(z)) - 1)^2]``, the generator's half of :func:`lsgan_losses` (no ``D(real)`` needed)."""
+    return 0.5 * ((d_fake - 1) ** 2).mean()
 
 
 def moment_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -438,7 +442,7 @@ def train_psagan(sampler: WindowSampler, config: GANConfig = GANConfig(), progre
         real, t, z = batch(stage)   # real: the windows whose time features condition the fakes (moment loss)
         fake = G(z, t, stage, alpha)
         D.requires_grad_(False)     # the generator step needs D's input gradient only
-        loss_g = 0.5 * ((D(fake, t, stage, alpha) - 1) ** 2).mean()
+        loss_g = lsgan_generator_loss(D(fake, t, stage, alpha))
         D.requires_grad_(True)
         moments = moment_loss(fake, real)
         opt_g.zero_grad(set_to_none=True)

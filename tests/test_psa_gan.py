@@ -127,6 +127,9 @@ def test_lsgan_and_moment_losses():
     d_real, d_fake = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0])
     loss_d, loss_g = pg.lsgan_losses(d_real, d_fake)
     assert loss_d.item() == 0.0 and loss_g.item() == pytest.approx(0.5)
+    other = torch.tensor([0.2, 1.7, -0.4])
+    assert pg.lsgan_generator_loss(other).item() == pg.lsgan_losses(other, other)[1].item() == pytest.approx(
+        0.5 * ((other - 1) ** 2).mean().item())
     x = torch.rand(5, 1, 16)
     assert pg.moment_loss(x, x).item() == 0.0
     shifted = x + 0.3
