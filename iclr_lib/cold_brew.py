@@ -23,7 +23,7 @@ import copy
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -33,12 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "DATASET_CONFIGS", "GROUPS", "MODELS",
-    "ColdBrewConfig", "ColdBrewStudent", "ColdStartSplit", "GCN", "GraphSAGE", "MLP", "SAGELayer",
-    "SEGCNLayer", "SparseRows", "TrainLog",
-    "accuracy_by_group", "feature_contribution_ratio", "fit_classifier", "fit_embedding_regressor",
-    "label_propagation", "load_planetoid", "make_cold_start_split", "mean_adjacency", "node_degrees",
-    "normalized_adjacency", "remove_isolated_edges", "run_models", "sparse_dropout", "to_sparse_csr",
+    "DATASET_CONFIGS", "DROPOUT_ON", "EARLIER_RECIPE", "GROUPS", "MODELS",
+    "BlockResMLP", "ColdBrewConfig", "ColdBrewStudent", "ColdStartSplit", "GCN", "GraphSAGE", "MLP",
+    "SAGELayer", "SEGCNLayer", "SparseRows", "TrainLog",
+    "accuracy_by_group", "dropout_on_accuracy", "feature_contribution_ratio", "fit_classifier",
+    "fit_embedding_regressor", "label_propagation", "load_planetoid", "make_cold_start_split",
+    "mean_adjacency", "node_degrees", "normalized_adjacency", "official_protocol_curve",
+    "remove_isolated_edges", "deep_accuracy", "run_many", "run_models", "run_student_variants", "sparse_dropout", "to_sparse_csr",
     "train_gcn", "train_student", "virtual_neighbours",
 ]
 
@@ -195,8 +196,9 @@ def make_cold_start_split(edge_index: torch.Tensor, num_nodes: int,
     isolated and the second half tail; head is the median rule applied 5 times from the top. The
     first ``official_num_train`` node ids train (Cora in the official code), isolated ones included.
 
-    Both modes hold out ``val_fraction`` of the nodes for model selection (the official code has
-    no validation set and selects on test); every other node is a test node.
+    Both modes hold out ``round(val_fraction * N)`` nodes for model selection, drawn from the nodes
+    that neither train nor are isolated (the official code has no validation set and selects on
+    test); every other node is a test node.
     """
     if mode not in ("paper", "official"):
         raise ValueError(f"mode must be 'paper' or 'official', got {mode!r}")
@@ -384,6 +386,50 @@ class MLP(nn.Module):
         return self.rest(h)
 
 
+class BlockResMLP(nn.Module):
+    """The official MLP baseline (``StudentBaseMLP`` -> ``BlockResMLP``, ``MLP_model/__init__.py``).
+
+    ``in_proj`` (a linear map to ``dim_model``), then ``num_blocks`` residual blocks
+    ``x <- x + block(x)`` with ``block = Linear(dim_model, dim_hidden) -> LayerNorm -> GELU -> Dropout
+    -> Linear(dim_hidden, dim_model)`` (``skip_period=2``: one hidden layer per block; every block
+    but the last ends in dropout), then ``out_proj``. ``dim_hidden = int(1.5 dim_model) + 2``. The
+    official best configuration for Cora is one block of width 256 with dropout 0.1, trained with
+    Adam at 0.005. ``forward(x)``: ``[B, in_dim]`` (dense or sparse CSR) -> ``[B, out_dim]``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, dim_model: int = 256, num_blocks: int = 1,
+                 skip_period: int = 2, dropout: float = 0.1, sparse_input: bool = True):
+        super().__init__()
+        if num_blocks < 1 or skip_period < 2:
+            raise ValueError(f"need num_blocks >= 1 and skip_period >= 2, got {num_blocks}, {skip_period}")
+        self.in_dim, self.sparse_input = in_dim, sparse_input
+        hidden = int(dim_model * 1.5) + 2
+        self.in_proj = nn.Linear(in_dim, dim_model)
+        widths = [dim_model] + [hidden] * (skip_period - 1) + [dim_model]
+
+        def block(last: bool) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for a, b in zip(widths[:-2], widths[1:-1]):
+                layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.GELU(), nn.Dropout(dropout)]
+            layers.append(nn.Linear(widths[-2], widths[-1]))
+            if not last:
+                layers.append(nn.Dropout(dropout))
+            return nn.Sequential(*layers)
+
+        self.blocks = nn.ModuleList(block(i == num_blocks - 1) for i in range(num_blocks))
+        self.out_proj = nn.Linear(dim_model, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"x must have {self.in_dim} columns, got {x.shape[-1]}")
+        if self.sparse_input and x.layout == torch.strided and not x.requires_grad:
+            x = to_sparse_csr(x)
+        h = x @ self.in_proj.weight.T + self.in_proj.bias
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out_proj(h)
+
+
 class SAGELayer(nn.Module):
     """GraphSAGE with the mean aggregator (Hamilton et al., 2017), PyG's ``SAGEConv`` convention:
 
@@ -522,17 +568,21 @@ def fit_classifier(model: nn.Module, logits_fn: Callable[[nn.Module, torch.Tenso
                    y: torch.Tensor, train: torch.Tensor, val: torch.Tensor, *, epochs: int,
                    lr: float = 0.01, weight_decay: float = 5e-4,
                    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-                   penalty_weight: float = 0.0) -> TrainLog:
+                   penalty_weight: float = 0.0, patience: int | None = None) -> TrainLog:
     """Full-batch training with cross-entropy on ``train`` nodes (+ ``penalty_weight * penalty``).
 
     ``logits_fn(model, index)`` returns the ``[len(index), C]`` logits of the nodes in ``index``
     (a GNN computes all nodes and indexes; an MLP only looks at those rows). After every epoch
     the model is scored on ``val`` nodes; the weights of the best validation epoch are restored.
+    With ``patience`` set, training stops once that many epochs passed without a better validation
+    accuracy (early stopping on the validation nodes, never on test nodes).
     """
     import time
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {patience}")
     start = time.perf_counter()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if train.dtype != torch.bool or val.dtype != torch.bool or train.shape != y.shape or val.shape != y.shape:
@@ -553,6 +603,8 @@ def fit_classifier(model: nn.Module, logits_fn: Callable[[nn.Module, torch.Tenso
         history.append(acc)
         if acc > best:
             best, best_epoch, best_state = acc, epoch, copy.deepcopy(model.state_dict())
+        elif patience is not None and epoch - best_epoch >= patience:
+            break
     model.load_state_dict(best_state)
     model.eval()
     return TrainLog(history, best_epoch, time.perf_counter() - start)
@@ -622,20 +674,30 @@ def feature_contribution_ratio(acc_gnn: float, acc_mlp: float, acc_lp: float) ->
 # ----------------------------------------------------------------------------- the experiment
 @dataclass(frozen=True)
 class ColdBrewConfig:
-    """Hyper-parameters of the chapter's experiment (official code's values unless noted).
+    """Hyper-parameters of the chapter's experiment; the defaults are the official code's.
+
+    Official (``base_options.py`` at the paper's commit a2f156c, Cora): Adam at 0.005 for every model
+    (``lr`` and ``student_lr``), weight decay 5e-4, up to 1,500 full-batch epochs, GCN width 64,
+    dropout 0.6, eta = 32 (the README's command); the student's MLPs have width 256 and dropout 0.5
+    (the README's Cold Brew command), K = 3. ``patience`` is ours: the official code has no
+    validation set and runs all epochs; we stop a model once ``patience`` epochs pass without a better
+    validation accuracy and keep its best validation epoch.
 
     ``structural_weight`` is eta, the weight of ``||E||_F``; ``mlp1_nodes`` picks the nodes MLP1
     regresses on: ``"train"`` (the official code) or ``"observed"`` (the paper: every node that
     is not isolated); ``pool`` is the retrieval pool of Eq. 4: ``"all"`` nodes (the code) or the
-    ``"observed"`` ones.
+    ``"observed"`` ones; ``teacher_structural`` is where the Cold Brew teacher has SE: ``"first"``
+    (the paper's method, the code's Cora setting ``--whetherHasSE=100``) or ``"none"`` (the README's
+    Cold Brew command, which leaves ``whetherHasSE`` at its default ``000``).
     """
 
     hidden_dim: int = 64
     structural_weight: float = 32.0
     dropout: float = 0.6
-    lr: float = 0.01
+    lr: float = 0.005
     weight_decay: float = 5e-4
-    epochs: int = 200
+    epochs: int = 1500
+    patience: int | None = 100
     student_hidden_dim: int = 256
     student_dropout: float = 0.5
     student_lr: float = 0.005
@@ -645,13 +707,26 @@ class ColdBrewConfig:
     retrieve_scaled: bool = True
     alpha_init: float = 1e-4
     use_virtual: bool = True
+    teacher_structural: Literal["first", "none"] = "first"
+    blockres_dim: int = 256
+    blockres_blocks: int = 1
+    blockres_dropout: float = 0.1
 
 
 #: The official code's per-dataset settings (hidden width and eta).
 DATASET_CONFIGS = {"Cora": ColdBrewConfig(hidden_dim=64, structural_weight=32.0),
                    "CiteSeer": ColdBrewConfig(hidden_dim=256, structural_weight=0.5)}
 
-MODELS = ("GCN", "GCN+SE", "MLP", "GraphSAGE", "Cold Brew")
+#: The book's earlier recipe, kept as an ablation: the teacher at lr 0.01 and 300 epochs, no early stop.
+EARLIER_RECIPE = {"lr": 0.01, "epochs": 300, "patience": None}
+
+#: ``run_models``'s models. "MLP" is the student's own two-layer MLP on features alone (MLP2 without
+#: the teacher's inputs), "BlockResMLP" the official MLP baseline, "Cold Brew w/o VN" the student
+#: without virtual neighbours (MLP2 sees ``[x, alpha_0 e_hat]``), sharing the full student's MLP1.
+MODELS = ("GCN", "GCN+SE", "MLP", "BlockResMLP", "GraphSAGE", "Cold Brew", "Cold Brew w/o VN")
+#: The suffix of the rows that score a GCN the way the official code scores head / tail / isolated
+#: nodes for its GCN tables: in training mode, dropout on (``train_teacherGNN`` -> ``run_trainSet``).
+DROPOUT_ON = " (dropout on)"
 
 
 def train_gcn(data, split: ColdStartSplit, config: ColdBrewConfig, *, structural: str = "first",
@@ -664,7 +739,8 @@ def train_gcn(data, split: ColdStartSplit, config: ColdBrewConfig, *, structural
                 structural=structural, dropout=config.dropout)
     log = fit_classifier(model, lambda m, i: m(x, adj)[i], data.y, split.train, split.val,
                          epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-                         penalty=lambda m: m.penalty(), penalty_weight=config.structural_weight)
+                         penalty=lambda m: m.penalty(), penalty_weight=config.structural_weight,
+                         patience=config.patience)
     return model, log
 
 
@@ -673,7 +749,8 @@ def train_student(data, split: ColdStartSplit, teacher_embeddings: torch.Tensor,
                   mlp1_state: dict | None = None) -> tuple[ColdBrewStudent, TrainLog]:
     """MLP1 by MSE to ``teacher_embeddings`` ``[N, d]``, then MLP2 by cross-entropy on train nodes.
 
-    ``mlp1_state`` reuses an already trained MLP1 (ablations that only change MLP2 share it).
+    ``mlp1_state`` reuses an already trained MLP1 (ablations that only change MLP2 share it). MLP1
+    runs all ``config.epochs`` (its loss needs no labels to stop on); MLP2 stops early on validation.
     """
     torch.manual_seed(seed)
     c = int(data.y.max()) + 1
@@ -689,53 +766,218 @@ def train_student(data, split: ColdStartSplit, teacher_embeddings: torch.Tensor,
                                 epochs=config.epochs, lr=config.student_lr)
     pool = teacher_embeddings if config.pool == "all" else teacher_embeddings[~split.isolated]
     rows = SparseRows(data.x)
+    torch.manual_seed(seed)  # MLP2's dropout draws do not depend on whether MLP1 was trained or reused
     log = fit_classifier(student, lambda m, i: m(rows(i), pool), data.y, split.train, split.val,
-                         epochs=config.epochs, lr=config.student_lr, weight_decay=config.weight_decay)
+                         epochs=config.epochs, lr=config.student_lr, weight_decay=config.weight_decay,
+                         patience=config.patience)
     student.pool = pool
     return student, log
 
 
+@torch.no_grad()
+def dropout_on_accuracy(model: nn.Module, x: torch.Tensor, adj: torch.Tensor, y: torch.Tensor,
+                        split: ColdStartSplit, *, passes: int = 10) -> dict[str, float]:
+    """Group accuracies (%) with the model in *training* mode (dropout on), mean over ``passes``.
+
+    This is how the official code scores its GCN on head / tail / isolated nodes: ``run_trainSet``
+    calls ``teacherGNN.train()`` and computes those accuracies from a training-mode forward pass,
+    while only the overall test accuracy comes from ``run_testSet`` in eval mode. One pass is one
+    random dropout mask; the mean over passes is the expected value of such a score.
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    was_training = model.training
+    model.train()
+    runs = [accuracy_by_group(model(x, adj), y, split) for _ in range(passes)]
+    model.train(was_training)
+    return {g: float(np.mean([r[g] for r in runs])) for g in GROUPS}
+
+
+def official_protocol_curve(data, split: ColdStartSplit, config: ColdBrewConfig, *,
+                            structural: str = "none", seed: int = 0) -> dict[str, list[float]]:
+    """Train a GCN as the official code trains its GCN baseline and log what it would report.
+
+    All ``config.epochs`` epochs, no selection (the code's ``TeacherGNN`` run keeps no checkpoint).
+    Before each step, as in ``run_trainSet``, the isolated test nodes are scored on a second
+    training-mode forward pass (``"dropout_on"``, one dropout mask per epoch); we also score them in
+    eval mode (``"eval"``). Returns ``{"dropout_on": [...], "eval": [...]}``, one value per epoch (%).
+    """
+    torch.manual_seed(seed)
+    n, c = data.num_nodes, int(data.y.max()) + 1
+    x, adj = to_sparse_csr(data.x), normalized_adjacency(split.edge_index, n)
+    model = GCN(data.num_features, config.hidden_dim, c, 2, num_nodes=n, structural=structural,
+                dropout=config.dropout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    train_idx, iso = split.train.nonzero().squeeze(1), split.isolated & split.test
+    curve: dict[str, list[float]] = {"dropout_on": [], "eval": []}
+    for _ in range(config.epochs):
+        model.train()
+        loss = F.cross_entropy(model(x, adj)[train_idx], data.y[train_idx])
+        loss = loss + config.structural_weight * model.penalty()
+        with torch.no_grad():
+            curve["dropout_on"].append(_accuracy(model(x, adj), data.y, iso))
+            model.eval()
+            curve["eval"].append(_accuracy(model(x, adj), data.y, iso))
+            model.train()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return curve
+
+
 def run_models(data, split: ColdStartSplit, config: ColdBrewConfig, *, seed: int = 0,
-               models: Sequence[str] = MODELS) -> dict[str, dict[str, float]]:
+               models: Sequence[str] = MODELS, dropout_on_passes: int = 0) -> dict[str, dict[str, float]]:
     """Train each of ``models`` once and return ``{model: {group: test accuracy %}}``.
 
-    Cold Brew distils the GCN+SE teacher trained here (so "Cold Brew" needs "GCN+SE").
+    Cold Brew distils the teacher trained here: GCN+SE (``config.teacher_structural="first"``) or
+    the plain GCN (``"none"``), so "Cold Brew" needs that model in ``models``. "Cold Brew w/o VN"
+    reuses the student's MLP1 and changes only MLP2's input. With ``dropout_on_passes > 0`` the GCN
+    rows get a twin ``"GCN (dropout on)"`` scored as the official code scores them
+    (:func:`dropout_on_accuracy`).
     """
     unknown = set(models) - set(MODELS)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; choose from {MODELS}")
-    if "Cold Brew" in models and "GCN+SE" not in models:
-        raise ValueError("'Cold Brew' distils the 'GCN+SE' teacher: include both")
+    teacher_name = "GCN+SE" if config.teacher_structural == "first" else "GCN"
+    students = [m for m in models if m.startswith("Cold Brew")]
+    if students and teacher_name not in models:
+        raise ValueError(f"{students} distil the {teacher_name!r} teacher "
+                         f"(teacher_structural={config.teacher_structural!r}): include it")
     n, y = data.num_nodes, data.y
+    c = int(y.max()) + 1
     x_sparse, adj = to_sparse_csr(data.x), normalized_adjacency(split.edge_index, n)
-    results = {}
-    teacher = None
+    results: dict[str, dict[str, float]] = {}
+    teacher, mlp1_state = None, None
     for name in models:
         if name in ("GCN", "GCN+SE"):
             model, _ = train_gcn(data, split, config, structural="first" if name == "GCN+SE" else "none",
                                  seed=seed)
             logits = model(x_sparse, adj)
-            if name == "GCN+SE":
+            if name == teacher_name:
                 teacher = model
-        elif name == "MLP":
+            if dropout_on_passes:
+                results[name + DROPOUT_ON] = dropout_on_accuracy(model, x_sparse, adj, y, split,
+                                                                 passes=dropout_on_passes)
+        elif name in ("MLP", "BlockResMLP"):
             torch.manual_seed(seed)
-            model = MLP(data.num_features, config.student_hidden_dim, int(y.max()) + 1,
-                        config.student_dropout, sparse_input=True)
+            if name == "MLP":
+                model = MLP(data.num_features, config.student_hidden_dim, c, config.student_dropout,
+                            sparse_input=True)
+            else:
+                model = BlockResMLP(data.num_features, c, dim_model=config.blockres_dim,
+                                    num_blocks=config.blockres_blocks, dropout=config.blockres_dropout)
             rows = SparseRows(data.x)
             fit_classifier(model, lambda m, i: m(rows(i)), y, split.train, split.val,
-                           epochs=config.epochs, lr=config.student_lr, weight_decay=config.weight_decay)
+                           epochs=config.epochs, lr=config.student_lr, weight_decay=config.weight_decay,
+                           patience=config.patience)
             logits = model(data.x)
         elif name == "GraphSAGE":
             torch.manual_seed(seed)
             mean_adj = mean_adjacency(split.edge_index, n)
-            model = GraphSAGE(data.num_features, config.hidden_dim, int(y.max()) + 1, config.dropout)
+            model = GraphSAGE(data.num_features, config.hidden_dim, c, config.dropout)
             fit_classifier(model, lambda m, i: m(x_sparse, mean_adj)[i], y, split.train, split.val,
-                           epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay)
+                           epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                           patience=config.patience)
             logits = model(x_sparse, mean_adj)
         else:
             embeddings = teacher.embeddings(x_sparse, adj)
-            model, _ = train_student(data, split, embeddings, config, seed=seed)
+            cfg = config if name == "Cold Brew" else replace(config, use_virtual=False)
+            model, _ = train_student(data, split, embeddings, cfg, seed=seed, mlp1_state=mlp1_state)
+            mlp1_state = mlp1_state or copy.deepcopy(model.mlp1.state_dict())
             logits = model(data.x, model.pool)
         with torch.no_grad():
             results[name] = accuracy_by_group(logits.detach(), y, split)
     return results
+
+
+def run_student_variants(data, split: ColdStartSplit, config: ColdBrewConfig,
+                         variants: dict[str, dict], *, seed: int = 0) -> dict[str, dict[str, float]]:
+    """One student per variant, each distilled from its teacher (trained once per kind of teacher).
+
+    ``variants`` maps a name to the ``ColdBrewConfig`` fields it changes (``{}`` is the recipe
+    itself). Variants with the same teacher (``teacher_structural``) share it, and those that also
+    regress MLP1 on the same nodes share one MLP1. Returns ``{variant: {group: test accuracy %}}``.
+    """
+    x, adj = to_sparse_csr(data.x), normalized_adjacency(split.edge_index, data.num_nodes)
+    pools: dict[str, torch.Tensor] = {}
+    mlp1_states: dict[tuple[str, str], dict] = {}
+    out = {}
+    for name, change in variants.items():
+        cfg = replace(config, **change)
+        if cfg.teacher_structural not in pools:
+            teacher, _ = train_gcn(data, split, cfg, structural=cfg.teacher_structural, seed=seed)
+            pools[cfg.teacher_structural] = teacher.embeddings(x, adj)
+        key = (cfg.teacher_structural, cfg.mlp1_nodes)
+        student, _ = train_student(data, split, pools[cfg.teacher_structural], cfg, seed=seed,
+                                   mlp1_state=mlp1_states.get(key))
+        mlp1_states.setdefault(key, copy.deepcopy(student.mlp1.state_dict()))
+        with torch.no_grad():
+            out[name] = accuracy_by_group(student(data.x, student.pool), data.y, split)
+    return out
+
+
+def deep_accuracy(data, split: ColdStartSplit, config: ColdBrewConfig, *, num_layers: int,
+                  structural: str, seed: int = 0) -> float:
+    """Overall test accuracy (%) of a ``num_layers``-layer (SE-)GCN on the cold graph."""
+    model, _ = train_gcn(data, split, config, structural=structural, num_layers=num_layers, seed=seed)
+    with torch.no_grad():
+        logits = model(to_sparse_csr(data.x), normalized_adjacency(split.edge_index, data.num_nodes))
+    return accuracy_by_group(logits, data.y, split)["overall"]
+
+
+JOB_KINDS = ("models", "curve", "variants", "deep")
+
+
+def _run_job(job: dict):
+    torch.set_num_threads(1)
+    job = dict(job)
+    data, kind, seed, config = job.pop("data"), job.pop("kind", "models"), job.pop("seed"), job.pop("config")
+    split = make_cold_start_split(data.edge_index, data.num_nodes, job.pop("mode"), seed=seed)
+    if kind == "curve":
+        return official_protocol_curve(data, split, config, seed=seed, **job)
+    if kind == "variants":
+        return run_student_variants(data, split, config, job["variants"], seed=seed)
+    if kind == "deep":
+        return deep_accuracy(data, split, config, seed=seed, **job)
+    return run_models(data, split, config, seed=seed, **job)
+
+
+def run_many(data, jobs: Sequence[dict], workers: int = 1, progress: str | None = None) -> list:
+    """Run many jobs, in order, on ``workers`` one-thread processes; returns their results.
+
+    A job is ``{"mode", "seed", "config"}`` (the split it draws from its seed, and the settings) plus
+    ``"kind"``: ``"models"`` (the default, :func:`run_models`; optional ``"models"``,
+    ``"dropout_on_passes"``), ``"curve"`` (:func:`official_protocol_curve`; optional
+    ``"structural"``), ``"variants"`` (:func:`run_student_variants`; ``"variants"``) or ``"deep"``
+    (:func:`deep_accuracy`; ``"num_layers"``, ``"structural"``). Each job runs on one thread: these
+    models are too small to keep two threads busy, so two one-thread processes do about twice the
+    work of one two-thread run. Each job is seeded by its own seed, so its numbers are those of a
+    one-thread run in this process. ``progress`` is the label of a progress bar (``None``: none).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    for job in jobs:
+        missing = {"mode", "seed", "config"} - set(job)
+        if missing:
+            raise ValueError(f"a job needs {sorted(missing)}, got {sorted(job)}")
+        if job.get("kind", "models") not in JOB_KINDS:
+            raise ValueError(f"a job's kind must be one of {JOB_KINDS}, got {job.get('kind')!r}")
+    payloads = [dict(job, data=data) for job in jobs]
+
+    def bar(results):
+        if progress is None:
+            return list(results)
+        from tqdm.auto import tqdm
+        return list(tqdm(results, total=len(payloads), desc=progress))
+
+    if workers == 1 or len(payloads) < 2:
+        threads = torch.get_num_threads()
+        try:
+            return bar(_run_job(p) for p in payloads)
+        finally:
+            torch.set_num_threads(threads)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(payloads)), mp_context=mp.get_context("spawn")) as pool:
+        return bar(pool.map(_run_job, payloads))

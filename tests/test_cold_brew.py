@@ -309,10 +309,123 @@ def test_deep_gcn_collapses_without_structural_embeddings(mirror):
 
     data = cb.load_planetoid("Cora")
     split = cb.make_cold_start_split(data.edge_index, data.num_nodes, "paper", seed=0)
-    config = replace(cb.DATASET_CONFIGS["Cora"], epochs=60)
+    config = replace(cb.DATASET_CONFIGS["Cora"], epochs=60, lr=0.01, patience=None)
     x, adj = cb.to_sparse_csr(data.x), cb.normalized_adjacency(split.edge_index, data.num_nodes)
     accs = {}
     for structural in ("none", "all"):
         model, _ = cb.train_gcn(data, split, config, structural=structural, num_layers=16, seed=0)
         accs[structural] = cb.accuracy_by_group(model(x, adj), data.y, split)["overall"]
     assert accs["all"] >= 55.0 and accs["none"] <= 35.0, accs
+
+
+# ----------------------------------------------------------------------------- official baselines and scoring
+def test_block_res_mlp_is_the_official_residual_block():
+    """in_proj, x + Linear-LayerNorm-GELU-Dropout-Linear (width int(1.5 d) + 2), out_proj."""
+    torch.manual_seed(0)
+    model = cb.BlockResMLP(10, 3, dim_model=8, num_blocks=1, dropout=0.1).eval()
+    assert model.blocks[0][0].out_features == int(8 * 1.5) + 2
+    assert not isinstance(model.blocks[0][-1], torch.nn.Dropout)        # the last block ends without dropout
+    two = cb.BlockResMLP(10, 3, dim_model=8, num_blocks=2)
+    assert isinstance(two.blocks[0][-1], torch.nn.Dropout) and not isinstance(two.blocks[1][-1], torch.nn.Dropout)
+    x = torch.rand(5, 10) * (torch.rand(5, 10) > 0.7)
+    with torch.no_grad():
+        h = model.in_proj(x)
+        by_hand = model.out_proj(h + model.blocks[0](h))
+        torch.testing.assert_close(model(x), by_hand)                     # dense input, converted to CSR inside
+        torch.testing.assert_close(model(cb.to_sparse_csr(x)), by_hand)
+    with pytest.raises(ValueError, match="columns"):
+        model(torch.zeros(2, 9))
+    with pytest.raises(ValueError, match="skip_period"):
+        cb.BlockResMLP(10, 3, skip_period=1)
+
+
+def test_fit_classifier_stops_after_patience_epochs_without_a_better_validation_score():
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    train = torch.zeros(40, dtype=torch.bool)
+    train[:20] = True
+    model = torch.nn.Linear(4, 2)
+    # lr 0: the validation accuracy never changes, so the first epoch stays best and training stops
+    log = cb.fit_classifier(model, lambda m, i: m(x[i]), y, train, ~train, epochs=500, lr=0.0, patience=7)
+    assert log.best_epoch == 0 and len(log.val_accuracy) == 8
+    assert len(cb.fit_classifier(model, lambda m, i: m(x[i]), y, train, ~train, epochs=30, lr=0.0).val_accuracy) == 30
+    with pytest.raises(ValueError, match="patience"):
+        cb.fit_classifier(model, lambda m, i: m(x[i]), y, train, ~train, epochs=5, patience=0)
+
+
+def _tiny_graph_problem(n: int = 12):
+    edge_index = ring_with_chords(n)
+    split = cb.make_cold_start_split(edge_index, n, "paper", group_fraction=0.25, train_fraction=0.3,
+                                     val_fraction=0.2, seed=0)
+    return edge_index, split
+
+
+def test_dropout_on_scoring_is_eval_scoring_without_dropout_and_noisier_with_it():
+    n = 12
+    _, split = _tiny_graph_problem(n)
+    torch.manual_seed(0)
+    x, y = torch.rand(n, 6), torch.randint(0, 3, (n,))
+    adj = cb.normalized_adjacency(split.edge_index, n)
+    plain = cb.GCN(6, 8, 3, dropout=0.0)
+    with torch.no_grad():
+        plain.eval()
+        expected = cb.accuracy_by_group(plain(x, adj), y, split)
+    assert cb.dropout_on_accuracy(plain, x, adj, y, split, passes=3) == pytest.approx(expected, nan_ok=True)
+    assert not plain.training                                              # the model's mode is restored
+    noisy = cb.GCN(6, 8, 3, dropout=0.9)
+    noisy.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = noisy(x, adj)
+        b = noisy(x, adj)
+    assert not torch.equal(a, b), "training mode must draw a new dropout mask on each pass"
+    assert noisy.training
+    with pytest.raises(ValueError, match="passes"):
+        cb.dropout_on_accuracy(plain, x, adj, y, split, passes=0)
+
+
+def test_official_protocol_curve_logs_every_epoch_in_both_modes():
+    n = 12
+    edge_index, split = _tiny_graph_problem(n)
+    from torch_geometric.data import Data
+    torch.manual_seed(0)
+    data = Data(x=torch.rand(n, 6), edge_index=edge_index, y=torch.randint(0, 3, (n,)))
+    config = cb.ColdBrewConfig(hidden_dim=8, epochs=7, structural_weight=0.1)
+    curve = cb.official_protocol_curve(data, split, config, structural="first", seed=0)
+    assert set(curve) == {"dropout_on", "eval"} and all(len(v) == 7 for v in curve.values())
+    assert all(0.0 <= v <= 100.0 for v in curve["eval"] + curve["dropout_on"])
+
+
+def test_run_many_checks_jobs_and_run_models_checks_the_teacher():
+    from torch_geometric.data import Data
+    n = 12
+    edge_index, split = _tiny_graph_problem(n)
+    data = Data(x=torch.rand(n, 6), edge_index=edge_index, y=torch.randint(0, 3, (n,)))
+    config = cb.ColdBrewConfig(hidden_dim=8, epochs=3)
+    with pytest.raises(ValueError, match="needs"):
+        cb.run_many(data, [{"mode": "paper", "seed": 0}])
+    with pytest.raises(ValueError, match="kind"):
+        cb.run_many(data, [{"mode": "paper", "seed": 0, "config": config, "kind": "nope"}])
+    with pytest.raises(ValueError, match="teacher"):
+        cb.run_models(data, split, config, models=("GCN", "Cold Brew"))          # the teacher is GCN+SE
+    from dataclasses import replace
+    out = cb.run_models(data, split, replace(config, teacher_structural="none"), models=("GCN", "Cold Brew"))
+    assert set(out) == {"GCN", "Cold Brew"}
+
+
+def test_run_many_in_workers_gives_the_one_thread_numbers(mirror):
+    """Two one-thread worker processes reproduce one-thread runs in this process exactly."""
+    data = cb.load_planetoid("Cora")
+    config = cb.ColdBrewConfig(epochs=15, patience=5)
+    jobs = [{"mode": "paper", "seed": s, "config": config, "models": ["GCN", "GCN+SE", "BlockResMLP", "Cold Brew",
+                                                                      "Cold Brew w/o VN"], "dropout_on_passes": 2}
+            for s in (0, 1)]
+    here = cb.run_many(data, jobs, workers=1)
+    there = cb.run_many(data, jobs, workers=2)
+    assert here == there
+    assert set(here[0]) == {"GCN", "GCN+SE", "BlockResMLP", "Cold Brew", "Cold Brew w/o VN",
+                            "GCN" + cb.DROPOUT_ON, "GCN+SE" + cb.DROPOUT_ON}
+    variants = cb.run_many(data, [{"kind": "variants", "mode": "paper", "seed": 0, "config": config,
+                                   "variants": {"recipe": {}, "again": {}, "no SE teacher": {"teacher_structural": "none"}}}])[0]
+    assert variants["recipe"] == variants["again"]                 # same teacher, same MLP1, same seed
+    assert set(variants) == {"recipe", "again", "no SE teacher"}
