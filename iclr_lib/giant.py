@@ -604,6 +604,76 @@ def train_link_prediction_encoder(encoder: nn.Module, X, edge_index: torch.Tenso
     return encoder, losses
 
 
+def held_out_rows(Y: sp.csr_matrix, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_rows, held_out_rows)`` for self-supervised model selection: a random ``fraction`` of the
+    nodes is held out (only those with at least one neighbour, so that there is something to find)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(Y.shape[0])
+    cut = int(round((1.0 - fraction) * Y.shape[0]))
+    train, held = np.sort(order[:cut]), np.sort(order[cut:])
+    return train, held[np.diff(sp.csr_matrix(Y).indptr)[held] > 0]
+
+
+def xr_neighbour_recall(encoder: nn.Module, X, targets: Sequence[sp.csr_matrix], chain: Sequence[sp.csr_matrix],
+                        config: XRConfig, train_rows: np.ndarray, held_rows: np.ndarray, k: int = 10) -> float:
+    """Held-out neighbour recall R@k of an XR fine-tuning run: the criterion that chooses its settings.
+
+    ``encoder`` is fine-tuned on the rows ``train_rows`` only (their multi-resolution targets), then the
+    last level's head ranks all ``L`` nodes for each held-out row, and R@k is measured against that
+    row's true neighbours (``targets[-1]``). The tree is the method's own (built from the whole
+    neighbourhood matrix's PIFA, which reads no node label). No node label is read.
+    """
+    result = train_xr_encoder(encoder, _rows_of(X, train_rows), [T[train_rows] for T in targets], chain, config)
+    if result.levels[-1] != len(targets) - 1:
+        raise ValueError("the run must train the last level, whose head ranks the nodes themselves")
+    with torch.no_grad():
+        scores = result.heads[-1](_embed_all(result.encoder, _rows_of(X, held_rows))).numpy()
+    return precision_recall_at_k(targets[-1][held_rows], scores, k)[1]
+
+
+def link_neighbour_recall(encoder: nn.Module, X, edge_index: torch.Tensor, train_rows: np.ndarray,
+                          held_rows: np.ndarray, *, steps: int, lr: float, batch_size: int = 256,
+                          seed: int = 0, k: int = 10) -> float:
+    """Held-out neighbour recall R@k of a link-prediction run, the same criterion for the ablation.
+
+    The encoder is trained on the edges between ``train_rows`` only; each held-out row then ranks all
+    other nodes by the score the objective trains, ``e_i . e_j``, and R@k is measured against its
+    true neighbours."""
+    ei = np.asarray(edge_index)
+    keep = np.zeros(_num_rows(X), bool)
+    keep[train_rows] = True
+    inner = ei[:, keep[ei[0]] & keep[ei[1]]]
+    encoder, _ = train_link_prediction_encoder(encoder, X, torch.as_tensor(inner), steps=steps, lr=lr,
+                                               batch_size=batch_size, seed=seed)
+    emb = _embed_all(encoder, X).numpy().astype(np.float64)
+    scores = emb[held_rows] @ emb.T
+    scores[np.arange(len(held_rows)), held_rows] = -np.inf              # a node is not its own neighbour
+    Y = neighbourhood_matrix(torch.as_tensor(ei), _num_rows(X))
+    return precision_recall_at_k(Y[held_rows], scores, k)[1]
+
+
+def _rows_of(X, rows: np.ndarray):
+    if sp.issparse(X):
+        out = sp.csr_matrix(X)[rows]
+        out.sort_indices()
+        return out
+    if isinstance(X, (list, tuple)):
+        return [X[i] for i in rows]
+    return np.asarray(X)[rows]
+
+
+def fraction_split(n: int, train: float = 0.6, val: float = 0.2, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` node indices: a random ``train`` / ``val`` / rest split of ``n`` nodes
+    (60/20/20 by default: a label rate closer to ogbn-arxiv's 54 % than the Planetoid protocol)."""
+    if not (0.0 < train < 1.0 and 0.0 < val < 1.0 and train + val < 1.0):
+        raise ValueError(f"need 0 < train, val and train + val < 1, got {train}, {val}")
+    order = np.random.default_rng(seed).permutation(n)
+    a, b = int(round(train * n)), int(round((train + val) * n))
+    return np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:])
+
+
 def embed(encoder: nn.Module, X) -> np.ndarray:
     """``(n, d)`` float32 embeddings of all rows of ``X`` (the node features GIANT hands downstream)."""
     return _embed_all(encoder, X).numpy().astype(np.float32)
@@ -691,14 +761,17 @@ class GraphSAGE(nn.Module):
 def node_classification(features: np.ndarray, y: np.ndarray, edge_index: torch.Tensor, split: tuple,
                         model: Literal["mlp", "sage"] = "mlp", hidden: int = 256, epochs: int = 300,
                         lr: float = 0.01, weight_decay: float = 5e-4, standardize: str = "global",
-                        seed: int = 0) -> dict:
+                        seed: int = 0, patience: int | None = None) -> dict:
     """Train an MLP or GraphSAGE on ``features`` with the labelled nodes of ``split = (train, val, test)``.
 
     Features are centred and divided by one global standard deviation (``standardize="global"``,
     which keeps the relative scale of the dimensions) or by each column's (``"per_dim"``). The epoch
-    with the best validation accuracy is kept; no test label is used for any choice. Returns
+    with the best validation accuracy is kept; with ``patience``, training stops once that many epochs
+    bring no better validation accuracy. No test label is used for any choice. Returns
     ``{"val": %, "test": %, "best_epoch": int}``.
     """
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {patience}")
     if model not in ("mlp", "sage"):
         raise ValueError(f"model must be 'mlp' or 'sage', got {model!r}")
     if standardize not in ("global", "per_dim"):
@@ -739,6 +812,8 @@ def node_classification(features: np.ndarray, y: np.ndarray, edge_index: torch.T
             if val_acc > best["val"]:
                 best = {"val": val_acc, "test": 100.0 * (predict("test") == yt[test]).float().mean().item(),
                         "best_epoch": epoch + 1}
+            elif patience is not None and epoch + 1 - best["best_epoch"] >= patience:
+                break
     return best
 
 

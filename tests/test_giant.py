@@ -440,3 +440,53 @@ def test_graphsage_on_the_receptive_field_equals_the_whole_graph():
     subset, sub_edges, where = _receptive_field(nodes, data.edge_index, 150, hops=2)
     assert len(subset) < 150
     assert torch.allclose(net(x[subset], sub_edges)[where], net(x, data.edge_index)[nodes], atol=1e-6)
+
+
+def test_fraction_split_and_held_out_rows_partition_the_nodes():
+    train, val, test = giant.fraction_split(100, 0.6, 0.2, seed=3)
+    assert (len(train), len(val), len(test)) == (60, 20, 20)
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(100))
+    assert np.array_equal(train, giant.fraction_split(100, 0.6, 0.2, seed=3)[0])
+    with pytest.raises(ValueError, match="train"):
+        giant.fraction_split(10, 0.7, 0.4)
+    data = _toy_graph()
+    Y = giant.neighbourhood_matrix(data.edge_index, data.num_nodes)
+    rows, held = giant.held_out_rows(Y, 0.25, seed=1)
+    assert len(rows) == 90 and not set(rows) & set(held)
+    assert (Y[held].getnnz(1) > 0).all()                      # only nodes with neighbours to find
+    with pytest.raises(ValueError, match="fraction"):
+        giant.held_out_rows(Y, 1.0)
+
+
+def test_neighbour_recall_criteria_are_recalls_and_need_the_last_level():
+    data, X, targets, chain, _ = _toy_pipeline()
+    Y = giant.neighbourhood_matrix(data.edge_index, data.num_nodes)
+    rows, held = giant.held_out_rows(Y, 0.25, seed=0)
+    comps = giant.lsa_features(X, dim=16)[1]
+    cfg = giant.XRConfig(steps_per_level=20, batch_size=32, beam=2)
+    torch.manual_seed(0)
+    r = giant.xr_neighbour_recall(giant.TfidfEncoder(comps, hidden=32), X, targets, chain, cfg, rows, held, k=10)
+    torch.manual_seed(0)
+    again = giant.xr_neighbour_recall(giant.TfidfEncoder(comps, hidden=32), X, targets, chain, cfg, rows, held, k=10)
+    assert 0.0 <= r <= 1.0 and r == again
+    # above the popularity ranking of the training rows on this homophilous toy graph
+    pop = giant.precision_recall_at_k(Y[held], giant.popularity_ranking(Y[rows], len(held)), 10)[1]
+    assert r > pop
+    with pytest.raises(ValueError, match="last level"):
+        giant.xr_neighbour_recall(giant.TfidfEncoder(comps, hidden=32), X, targets, chain,
+                                  giant.XRConfig(steps_per_level=5, batch_size=32, levels=(0,)), rows, held)
+    lp = giant.link_neighbour_recall(giant.TfidfEncoder(comps, hidden=32), X, data.edge_index, rows, held,
+                                     steps=20, lr=1e-3, batch_size=32, k=10)
+    assert 0.0 <= lp <= 1.0
+
+
+def test_node_classification_early_stopping():
+    data = _toy_graph(200)
+    y = data.y.numpy()
+    features = np.eye(4)[y] * 3 + np.random.default_rng(0).normal(size=(200, 4))
+    split = giant.label_split(y, per_class=10, num_val=40)
+    full = giant.node_classification(features, y, data.edge_index, split, hidden=16, epochs=60)
+    same = giant.node_classification(features, y, data.edge_index, split, hidden=16, epochs=60, patience=60)
+    assert full == same                                         # patience >= epochs never stops early
+    with pytest.raises(ValueError, match="patience"):
+        giant.node_classification(features, y, data.edge_index, split, epochs=5, patience=0)
