@@ -36,11 +36,12 @@ __all__ = [
     "DATASET_CONFIGS", "DROPOUT_ON", "EARLIER_RECIPE", "GROUPS", "MODELS",
     "BlockResMLP", "ColdBrewConfig", "ColdBrewStudent", "ColdStartSplit", "GCN", "GraphSAGE", "MLP",
     "SAGELayer", "SEGCNLayer", "SparseRows", "TrainLog",
-    "accuracy_by_group", "dropout_on_accuracy", "feature_contribution_ratio", "fit_classifier",
-    "fit_embedding_regressor", "label_propagation", "load_planetoid", "make_cold_start_split",
-    "mean_adjacency", "node_degrees", "normalized_adjacency", "official_protocol_curve",
-    "remove_isolated_edges", "deep_accuracy", "run_many", "run_models", "run_student_variants", "sparse_dropout", "to_sparse_csr",
-    "train_gcn", "train_student", "virtual_neighbours",
+    "accuracy_by_group", "deep_accuracy", "dropout_on_accuracy", "feature_contribution_ratio",
+    "fit_classifier", "fit_embedding_regressor", "label_propagation", "load_planetoid",
+    "make_cold_start_split", "mean_adjacency", "node_degrees", "normalized_adjacency",
+    "official_protocol_curve", "remove_isolated_edges", "run_many", "run_models",
+    "run_student_variants", "sparse_dropout", "to_sparse_csr", "train_gcn", "train_student",
+    "virtual_neighbours",
 ]
 
 GROUPS = ("overall", "head", "tail", "isolated")
@@ -847,7 +848,7 @@ def run_models(data, split: ColdStartSplit, config: ColdBrewConfig, *, seed: int
     c = int(y.max()) + 1
     x_sparse, adj = to_sparse_csr(data.x), normalized_adjacency(split.edge_index, n)
     results: dict[str, dict[str, float]] = {}
-    teacher, mlp1_state = None, None
+    teacher, embeddings, mlp1_state = None, None, None
     for name in models:
         if name in ("GCN", "GCN+SE"):
             model, _ = train_gcn(data, split, config, structural="first" if name == "GCN+SE" else "none",
@@ -880,7 +881,8 @@ def run_models(data, split: ColdStartSplit, config: ColdBrewConfig, *, seed: int
                            patience=config.patience)
             logits = model(x_sparse, mean_adj)
         else:
-            embeddings = teacher.embeddings(x_sparse, adj)
+            if embeddings is None:  # the students share the teacher's table E_bar
+                embeddings = teacher.embeddings(x_sparse, adj)
             cfg = config if name == "Cold Brew" else replace(config, use_virtual=False)
             model, _ = train_student(data, split, embeddings, cfg, seed=seed, mlp1_state=mlp1_state)
             mlp1_state = mlp1_state or copy.deepcopy(model.mlp1.state_dict())

@@ -663,17 +663,6 @@ def _rows_of(X, rows: np.ndarray):
     return np.asarray(X)[rows]
 
 
-def fraction_split(n: int, train: float = 0.6, val: float = 0.2, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(train, val, test)`` node indices: a random ``train`` / ``val`` / rest split of ``n`` nodes
-    (60/20/20 by default: a label rate closer to ogbn-arxiv's 54 % than the Planetoid protocol)."""
-    if not (0.0 < train < 1.0 and 0.0 < val < 1.0 and train + val < 1.0):
-        raise ValueError(f"need 0 < train, val and train + val < 1, got {train}, {val}")
-    order = np.random.default_rng(seed).permutation(n)
-    a, b = int(round(train * n)), int(round((train + val) * n))
-    return np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:])
-
-
 def embed(encoder: nn.Module, X) -> np.ndarray:
     """``(n, d)`` float32 embeddings of all rows of ``X`` (the node features GIANT hands downstream)."""
     return _embed_all(encoder, X).numpy().astype(np.float32)
@@ -725,6 +714,17 @@ def label_split(y: np.ndarray, per_class: int = 20, num_val: int = 500, seed: in
     if num_val >= len(rest):
         raise ValueError(f"num_val={num_val} leaves no test nodes")
     return np.sort(train), np.sort(rest[:num_val]), np.sort(rest[num_val:])
+
+
+def fraction_split(n: int, train: float = 0.6, val: float = 0.2, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` node indices: a random ``train`` / ``val`` / rest split of ``n`` nodes
+    (60/20/20 by default: a label rate closer to ogbn-arxiv's 54 % than the Planetoid protocol)."""
+    if not (0.0 < train < 1.0 and 0.0 < val < 1.0 and train + val < 1.0):
+        raise ValueError(f"need 0 < train, val and train + val < 1, got {train}, {val}")
+    order = np.random.default_rng(seed).permutation(n)
+    a, b = int(round(train * n)), int(round((train + val) * n))
+    return np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:])
 
 
 class MLP(nn.Module):
