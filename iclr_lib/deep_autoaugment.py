@@ -21,10 +21,14 @@ The pieces, in the order of the chapter:
   :func:`apply_operations` (grouped by operation); the search space :func:`search_space`.
 - :class:`Policy` (layers of logits), :func:`sample_entries`, :func:`apply_policy`.
 - The objective: :func:`per_sample_losses`, :func:`flat_gradient`, :func:`class_gradients`,
-  :func:`matching_scores` (cosine and the exact derivative for every entry), :func:`search_layer`,
-  :func:`search_policy` (progressive stacking), :func:`policy_cosines` (to compare layers on held-out images).
-- Baselines implemented over the same operations: :func:`crop_flip`, :func:`rand_augment`,
-  :func:`trivial_augment_wide`, :func:`cutout`.
+  :func:`directional_derivatives` (forward mode), :func:`matching_scores` (layer 1: the cosine and the
+  exact derivative for every entry), :func:`prefixed_scores` (later layers, the official protocol:
+  scores averaged over 16 prefixes, ``g_aug`` from whole-policy samples), :func:`search_layer`
+  (:data:`OFFICIAL` and the ablation :data:`SINGLE_PREFIX`), :func:`search_policy` (progressive
+  stacking), :func:`policy_cosines` (to compare layers on held-out images).
+- Baselines implemented over the same operations: :func:`crop_flip`, :func:`crop_flip_cutout`,
+  :func:`rand_augment` / :func:`randaugment_cifar`, :func:`trivial_augment_wide` /
+  :func:`trivialaugment_cifar`, :func:`cutout`, :func:`uniform_policy`, :func:`policy_augment`.
 - Evaluation: :class:`SmallResNet`, :func:`train_classifier`, :func:`accuracy`.
 
 Shapes: images ``(B, 3, H, W)`` float in ``[0, 1]``; labels ``(B,)`` int64; a policy's logits ``(K, J)``.
@@ -380,6 +384,30 @@ def trivial_augment_wide(images: torch.Tensor, bins: int = 31, gen: torch.Genera
     return _random_ops(images, level, 1, _TA_MAX, 2, gen)
 
 
+def crop_flip_cutout(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Crop + flip, then Cutout 16 (the CIFAR default of AutoAugment, RandAugment and TrivialAugment)."""
+    return cutout(crop_flip(x, gen), 16, gen)
+
+
+def randaugment_cifar(n_ops: int = 2, magnitude: int = 9) -> Callable:
+    """RandAugment's CIFAR pipeline as ``f(images, gen)``: crop + flip, RandAugment(N, M), Cutout 16."""
+    def augment(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        return cutout(rand_augment(crop_flip(x, gen), n_ops, magnitude, gen=gen), 16, gen)
+    return augment
+
+
+def trivialaugment_cifar(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """TrivialAugment's CIFAR pipeline: crop + flip, TrivialAugment Wide, Cutout 16."""
+    return cutout(trivial_augment_wide(crop_flip(x, gen), gen=gen), 16, gen)
+
+
+def policy_augment(policy: Policy) -> Callable:
+    """A DeepAA (or uniform) policy as ``f(images, gen)``, used alone: no default augmentation."""
+    def augment(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        return apply_policy(x, policy, gen)
+    return augment
+
+
 # ----------------------------------------------------------------------------- networks
 class SmallResNet(nn.Module):
     """A small ResNet for 32 x 32 images: a stem, three residual stages of widths ``w, 2w, 4w`` (the
@@ -484,6 +512,36 @@ def _unflatten(vector: torch.Tensor, params: dict) -> dict:
     return out
 
 
+def _frozen_params(model: nn.Module) -> dict:
+    return {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
+
+
+def directional_derivatives(model: nn.Module, images: torch.Tensor, label: int, tangent: torch.Tensor,
+                            chunk: int = 556) -> torch.Tensor:
+    """``(N,)``: the derivative of every image's loss along the weight direction ``tangent (P,)``,
+    ``G_n . tangent``, by forward mode (``torch.func.jvp``), ``chunk`` images at a time; no per-image
+    gradient is ever formed."""
+    from torch.func import jvp
+
+    primals = {k: v.detach() for k, v in model.named_parameters()}
+    tangents = _unflatten(tangent, primals)
+    out = []
+    for s in range(0, len(images), chunk):
+        part = images[s:s + chunk]
+        labels = torch.full((len(part),), int(label), dtype=torch.int64)
+        _, d = jvp(lambda p: per_sample_losses(model, p, part, labels), (primals,), (tangents,))
+        out.append(d.detach())
+    return torch.cat(out)
+
+
+def _tangent(g_val: torch.Tensor, g_aug: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """``cos(g_val, g_aug)``, the tangent ``t = g_val - (g_val . g_aug / |g_aug|^2) g_aug`` and the
+    normaliser ``|g_aug| |g_val|`` of the exact derivative."""
+    norm_aug, norm_val = g_aug.norm(), g_val.norm()
+    dot = torch.dot(g_val, g_aug)
+    return float(dot / (norm_aug * norm_val)), g_val - dot / norm_aug ** 2 * g_aug, norm_aug * norm_val
+
+
 def matching_scores(model: nn.Module, augmented: torch.Tensor, label: int, g_val: torch.Tensor,
                     probs: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Gradient matching for one training image.
@@ -498,19 +556,54 @@ def matching_scores(model: nn.Module, augmented: torch.Tensor, label: int, g_val
         ``(cos, scores)``: ``cos(g_val, g_aug)`` with ``g_aug = sum_j probs_j G_j``, and ``scores (J,)``,
         the exact ``d cos / d probs_j = G_j . t / (|g_aug| |g_val|)``, all from one JVP along ``t``.
     """
-    from torch.func import jvp
-
-    params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
+    params = _frozen_params(model)
     labels = torch.full((len(augmented),), int(label), dtype=torch.int64)
-    losses = per_sample_losses(model, params, augmented, labels)
-    g_aug = flat_gradient(model, params, (probs.detach() * losses).sum())
-    norm_aug, norm_val = g_aug.norm(), g_val.norm()
-    cos = torch.dot(g_val, g_aug) / (norm_aug * norm_val)
-    tangent = g_val - torch.dot(g_val, g_aug) / norm_aug ** 2 * g_aug
-    primals = {k: v.detach() for k, v in params.items()}
-    _, directional = jvp(lambda p: per_sample_losses(model, p, augmented, labels), (primals,),
-                         (_unflatten(tangent, primals),))
-    return float(cos), directional.detach() / (norm_aug * norm_val)
+    g_aug = flat_gradient(model, params, (probs.detach() * per_sample_losses(model, params, augmented, labels)).sum())
+    cos, tangent, norm = _tangent(g_val, g_aug)
+    return cos, directional_derivatives(model, augmented, label, tangent, chunk=len(augmented)) / norm
+
+
+def prefixed_scores(model: nn.Module, image: torch.Tensor, label: int, g_val: torch.Tensor, policy: Policy,
+                    logits: torch.Tensor, prefixes: int = 16, gradient: str = "policy samples",
+                    gradient_samples: int = 4, gen: torch.Generator | None = None,
+                    chunk: int = 556) -> tuple[float, torch.Tensor]:
+    """Gradient matching for one training image when earlier layers exist (the official stage-2 search).
+
+    * The score of entry ``j`` is ``G_j . t / (|g_aug| |g_val|)`` averaged over ``prefixes`` random
+      prefixes from the earlier layers: ``prefixes * J`` images (every prefix, then every entry), one
+      JVP along ``t``.
+    * ``gradient="policy samples"`` (official): ``g_aug`` is the mean gradient over
+      ``gradient_samples * J`` copies of the image, each augmented by the *whole* policy, the earlier
+      layers and then the layer being searched (``softmax(logits)``). ``gradient="entries"``:
+      ``g_aug = mean_r sum_j p_j G_{r, j}`` over the same prefixes that are scored.
+
+    Args:
+        image: ``(3, H, W)``; ``policy`` the earlier, frozen layers; ``logits (J,)`` the layer searched.
+
+    Returns:
+        ``(cos(g_val, g_aug), scores (J,))``.
+    """
+    if gradient not in ("policy samples", "entries"):
+        raise ValueError(f"gradient must be 'policy samples' or 'entries', got {gradient!r}")
+    space = policy.space
+    J = len(space)
+    params = _frozen_params(model)
+    prefixed = apply_policy(image.expand(prefixes, -1, -1, -1), policy, gen)
+    augmented = apply_entries(prefixed.repeat_interleave(J, 0), space, torch.arange(J).repeat(prefixes), gen)
+    if gradient == "policy samples":
+        samples = apply_policy(image.expand(gradient_samples * J, -1, -1, -1), policy.with_layer(logits), gen)
+        weights = torch.full((len(samples),), 1.0 / len(samples))
+    else:
+        samples = augmented
+        weights = torch.softmax(logits, 0).repeat(prefixes) / prefixes
+    g_aug = torch.zeros_like(g_val)
+    for s in range(0, len(samples), chunk):
+        part = samples[s:s + chunk]
+        losses = per_sample_losses(model, params, part, torch.full((len(part),), int(label)))
+        g_aug += flat_gradient(model, params, (weights[s:s + chunk] * losses).sum())
+    cos, tangent, norm = _tangent(g_val, g_aug)
+    scores = directional_derivatives(model, augmented, label, tangent, chunk) / norm
+    return cos, scores.view(prefixes, J).mean(0)
 
 
 @dataclass
@@ -525,7 +618,7 @@ class LayerSearch:
 def class_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
     """``C`` vectors ``(P,)``: the mean loss gradient over the (clean validation) images of each class.
     The network is frozen, so these are computed once per search."""
-    params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
+    params = _frozen_params(model)
     out = []
     for c in range(int(labels.max()) + 1):
         rows = labels == c
@@ -533,18 +626,33 @@ def class_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return out
 
 
+#: The official stage-2 protocol (``DeepAA_search.py``: ``EXP_G=16``, ``EXP_gT_factor=4``, ``tf.math.reduce_std``).
+OFFICIAL = {"prefixes": 16, "gradient": "policy samples", "gradient_samples": 4, "std_ddof": 0}
+#: The chapter's first version, kept as an ablation: one prefix per image, ``g_aug`` from that prefix's
+#: entries weighted by the probabilities, and the sample standard deviation.
+SINGLE_PREFIX = {"prefixes": 1, "gradient": "entries", "gradient_samples": 0, "std_ddof": 1}
+
+
 def search_layer(model: nn.Module, policy: Policy, search_x: torch.Tensor, search_y: torch.Tensor,
                  val_x: torch.Tensor, val_y: torch.Tensor, steps: int = 50, samples_per_step: int = 16,
-                 lr: float = 0.025, identity_logit: float = 8.0, aggregate: str | None = None, seed: int = 0,
-                 progress: bool = False) -> LayerSearch:
+                 lr: float = 0.025, identity_logit: float = 8.0, aggregate: str | None = None,
+                 prefixes: int = 16, gradient: str = "policy samples", gradient_samples: int = 4, std_ddof: int = 0,
+                 seed: int = 0, progress: bool = False) -> LayerSearch:
     """Search one new layer on top of ``policy`` (its layers are frozen) by regularised gradient matching.
 
-    Every step draws ``samples_per_step`` training images (each of a random class), applies a random
-    prefix from ``policy`` and then every entry, and scores the entries with :func:`matching_scores`
-    against the mean gradient of the clean validation images of the image's class. Scores are
-    aggregated over the samples by their mean (the first layer) or mean minus standard deviation
-    (later layers: a low-variance direction); the logits take an Adam step on
-    ``-sum_j s_j softmax(logits)_j``. Initial logits: ``identity_logit`` for Identity, 0 elsewhere.
+    Every step draws ``samples_per_step`` training images (each of a random class) and scores every
+    entry on each of them against the mean gradient of the clean validation images of its class:
+
+    * the first layer (no prefix): :func:`matching_scores`, ``g_aug = sum_j p_j G_j`` exactly;
+    * later layers: :func:`prefixed_scores`, scores averaged over ``prefixes`` prefixes, ``g_aug`` from
+      ``gradient_samples * J`` whole-policy samples (``gradient="policy samples"``, official) or from
+      the scored prefixes' entries (``gradient="entries"``; with one prefix this is the ablation
+      :data:`SINGLE_PREFIX`).
+
+    Scores are aggregated over the images by their mean (the first layer) or mean minus standard
+    deviation (later layers; ``std_ddof=0`` is the population std of the official code, 1 the sample
+    std); the logits take an Adam step on ``-sum_j s_j softmax(logits)_j``. Initial logits:
+    ``identity_logit`` for Identity, 0 elsewhere.
     """
     from tqdm.auto import tqdm
 
@@ -553,6 +661,10 @@ def search_layer(model: nn.Module, policy: Policy, search_x: torch.Tensor, searc
     aggregate = aggregate or ("mean" if len(policy) == 0 else "mean-std")
     if aggregate not in ("mean", "mean-std"):
         raise ValueError(f"aggregate must be 'mean' or 'mean-std', got {aggregate!r}")
+    if gradient not in ("policy samples", "entries"):
+        raise ValueError(f"gradient must be 'policy samples' or 'entries', got {gradient!r}")
+    if prefixes < 1 or (gradient == "policy samples" and gradient_samples < 1):
+        raise ValueError(f"need prefixes >= 1 and gradient_samples >= 1, got {prefixes} and {gradient_samples}")
     if steps < 1 or samples_per_step < 2:
         raise ValueError(f"need steps >= 1 and samples_per_step >= 2, got {steps} and {samples_per_step}")
     start = time.perf_counter()
@@ -568,14 +680,17 @@ def search_layer(model: nn.Module, policy: Policy, search_x: torch.Tensor, searc
     for _ in tqdm(range(steps), disable=not progress, desc=f"layer {len(policy) + 1}", leave=False):
         probs = torch.softmax(logits, 0).detach()
         picks = torch.randint(0, len(search_x), (samples_per_step,), generator=gen)
-        prefixed = apply_policy(search_x[picks], policy, gen)
         scores, cosines = [], []
-        for image, label in zip(prefixed, search_y[picks].tolist()):
-            augmented = apply_entries(image.expand(len(space), -1, -1, -1), space, all_entries, gen)
-            cos, s = matching_scores(model, augmented, label, g_val[label], probs)
+        for image, label in zip(search_x[picks], search_y[picks].tolist()):
+            if len(policy) > 0:
+                cos, s = prefixed_scores(model, image, label, g_val[label], policy, logits.detach(), prefixes,
+                                         gradient, gradient_samples, gen)
+            else:
+                augmented = apply_entries(image.expand(len(space), -1, -1, -1), space, all_entries, gen)
+                cos, s = matching_scores(model, augmented, label, g_val[label], probs)
             cosines.append(cos), scores.append(s)
         S = torch.stack(scores)
-        agg = S.mean(0) if aggregate == "mean" else S.mean(0) - S.std(0)
+        agg = S.mean(0) if aggregate == "mean" else S.mean(0) - S.std(0, correction=std_ddof)
         loss = -(agg * torch.softmax(logits, 0)).sum()
         opt.zero_grad()
         loss.backward()
@@ -586,40 +701,51 @@ def search_layer(model: nn.Module, policy: Policy, search_x: torch.Tensor, searc
 
 def policy_cosines(model: nn.Module, policy: Policy, candidates: dict[str, torch.Tensor], images: torch.Tensor,
                    labels: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, samples: int = 32,
-                   seed: int = 0) -> dict[str, float]:
+                   seed: int = 0, per_image: bool = False) -> dict[str, float] | dict[str, np.ndarray]:
     """The mean gradient-matching cosine of candidate next layers (name -> probabilities ``(J,)``) on top
     of ``policy``, over the same ``samples`` images drawn from ``images`` (use images the search did not
-    see) against the class gradients of ``val_x``. One forward pass per image serves every candidate."""
+    see) against the class gradients of ``val_x``. One forward pass per image serves every candidate.
+    With ``per_image`` the cosines of every image, ``(samples,)`` per candidate, paired across candidates."""
     gen = torch.Generator().manual_seed(seed)
     space = policy.space
     g_val = class_gradients(model, val_x, val_y)
     params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
     picks = torch.randint(0, len(images), (samples,), generator=gen)
     prefixed = apply_policy(images[picks], policy, gen)
-    sums = {name: 0.0 for name in candidates}
+    cosines: dict[str, list[float]] = {name: [] for name in candidates}
     for image, label in zip(prefixed, labels[picks].tolist()):
         augmented = apply_entries(image.expand(len(space), -1, -1, -1), space, torch.arange(len(space)), gen)
         losses = per_sample_losses(model, params, augmented, torch.full((len(space),), label))
         for name, p in candidates.items():
             grads = torch.autograd.grad((p * losses).sum(), list(params.values()), retain_graph=True)
             g_aug = torch.cat([g.reshape(-1) for g in grads])
-            sums[name] += float(F.cosine_similarity(g_aug, g_val[label], dim=0))
-    return {name: total / samples for name, total in sums.items()}
+            cosines[name].append(float(F.cosine_similarity(g_aug, g_val[label], dim=0)))
+    if per_image:
+        return {name: np.asarray(v) for name, v in cosines.items()}
+    return {name: float(np.mean(v)) for name, v in cosines.items()}
 
 
 def search_policy(model: nn.Module, space: SearchSpace, search_x: torch.Tensor, search_y: torch.Tensor,
-                  val_x: torch.Tensor, val_y: torch.Tensor, max_layers: int = 3, stop_identity: float = 0.9,
-                  progress: bool = False, **layer_kwargs) -> tuple[Policy, list[LayerSearch]]:
+                  val_x: torch.Tensor, val_y: torch.Tensor, max_layers: int = 3, stop_identity: float | None = 0.9,
+                  progress: bool = False, first_layer: dict | None = None, start: Policy | None = None,
+                  **layer_kwargs) -> tuple[Policy, list[LayerSearch]]:
     """Progressive stacking: search layer 1, freeze it, search layer 2 on top, ...; stop after
-    ``max_layers`` or when a new layer's probability of Identity is at least ``stop_identity`` (that
-    layer is then not added). Returns the policy and every searched layer (the rejected one included)."""
-    policy, layers = Policy(space), []
+    ``max_layers`` layers or when a new layer's probability of Identity is at least ``stop_identity``
+    (that layer is then not added; ``None`` keeps every layer, as the official code, which searches a
+    fixed number). ``layer_kwargs`` go to :func:`search_layer`; ``first_layer`` overrides
+    some of them for layer 1 (it is far cheaper than later ones). ``start`` continues the search on top
+    of given layers (they count towards ``max_layers``). Returns the policy and every layer searched
+    here (the rejected one included)."""
+    policy, layers = (Policy(space) if start is None else start), []
+    if policy.space is not space:
+        raise ValueError("start must be a policy over the same search space")
     seed = layer_kwargs.pop("seed", 0)
-    for k in range(max_layers):
+    for k in range(len(policy), max_layers):
+        kwargs = {**layer_kwargs, **(first_layer or {})} if k == 0 else layer_kwargs
         layer = search_layer(model, policy, search_x, search_y, val_x, val_y, seed=seed + k, progress=progress,
-                             **layer_kwargs)
+                             **kwargs)
         layers.append(layer)
-        if torch.softmax(layer.logits, 0)[space.identity] >= stop_identity:
+        if stop_identity is not None and torch.softmax(layer.logits, 0)[space.identity] >= stop_identity:
             break
         policy = policy.with_layer(layer.logits)
     return policy, layers

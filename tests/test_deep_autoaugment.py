@@ -224,3 +224,95 @@ def test_policy_derivative_exercise_check_accepts_the_solution_and_rejects_the_p
     assert check_policy_derivative(solution)
     with pytest.raises(AssertionError, match="project"):   # forgetting the projection: G @ g_val / norms
         check_policy_derivative(lambda G, g_val, probs: G @ g_val / ((probs @ G).norm() * g_val.norm()))
+
+
+def _one_hot_logits(J: int, j: int) -> torch.Tensor:
+    logits = torch.full((J,), -torch.inf)
+    logits[j] = 0.0
+    return logits
+
+
+def test_prefixed_scores_with_a_fixed_prefix_reduce_to_the_layer_one_scores():
+    """With a deterministic earlier layer (Invert) every prefix is the same image, so the 16-prefix mean
+    equals one prefix; with the searched layer one-hot on entry j, the whole-policy samples all give
+    G_j, so the official g_aug equals sum_j p_j G_j at that p."""
+    space = daa.search_space(["Identity", "Invert", "AutoContrast"], levels=3)     # deterministic entries
+    model = _tiny_model()
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(3, 8, 8, generator=g, dtype=torch.float64)
+    params = dict(model.named_parameters())
+    val = torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    g_val = daa.flat_gradient(model, params, daa.per_sample_losses(model, params, val, torch.full((4,), 1)).mean())
+    earlier = daa.Policy(space, _one_hot_logits(3, space.labels.index("Invert")).view(1, -1))
+    inverted = (1.0 - image).expand(3, -1, -1, -1)
+    logits = torch.randn(3, generator=g, dtype=torch.float64)
+    # entries: g_aug = mean over prefixes of sum_j p_j G_j; with identical prefixes that is matching_scores
+    for prefixes in (1, 5):
+        cos, scores = daa.prefixed_scores(model, image, 1, g_val, earlier, logits, prefixes=prefixes, gradient="entries",
+                                          gen=torch.Generator().manual_seed(7))
+        aug = daa.apply_entries(inverted, space, torch.arange(3))
+        ref_cos, ref = daa.matching_scores(model, aug, 1, g_val, torch.softmax(logits, 0))
+        assert abs(cos - ref_cos) < 1e-10 and torch.allclose(scores, ref, atol=1e-10), (prefixes, scores, ref)
+    # policy samples: the searched layer one-hot on Invert -> every sample is Invert(Invert(x)) = x
+    j = space.labels.index("Invert")
+    cos, scores = daa.prefixed_scores(model, image, 1, g_val, earlier, _one_hot_logits(3, j).double(), prefixes=4,
+                                      gradient="policy samples", gradient_samples=2, gen=torch.Generator().manual_seed(7))
+    aug = daa.apply_entries(inverted, space, torch.arange(3))
+    ref_cos, ref = daa.matching_scores(model, aug, 1, g_val, torch.nn.functional.one_hot(torch.tensor(j), 3).double())
+    assert abs(cos - ref_cos) < 1e-10 and torch.allclose(scores, ref, atol=1e-10)
+    assert scores.abs().max() > 1e-4
+    with pytest.raises(ValueError, match="gradient"):
+        daa.prefixed_scores(model, image, 1, g_val, earlier, logits, gradient="one")
+
+
+def test_directional_derivatives_do_not_depend_on_the_chunk_size():
+    model = _tiny_model()
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(7, 3, 8, 8, generator=g, dtype=torch.float64)
+    tangent = torch.randn(sum(p.numel() for p in model.parameters()), generator=g, dtype=torch.float64)
+    whole = daa.directional_derivatives(model, images, 2, tangent, chunk=7)
+    assert torch.allclose(daa.directional_derivatives(model, images, 2, tangent, chunk=3), whole, atol=1e-12)
+    params = dict(model.named_parameters())             # against autograd, image by image
+    ref = torch.stack([torch.dot(daa.flat_gradient(model, params, daa.per_sample_losses(
+        model, params, images[i:i + 1], torch.tensor([2]))[0]), tangent) for i in range(7)])
+    assert torch.allclose(whole, ref, atol=1e-8)
+
+
+def test_search_policy_keeps_every_layer_continues_from_a_start_and_overrides_layer_one():
+    space = daa.search_space(["Identity", "Invert", "RandFlip"], levels=3)
+    model = daa.SmallResNet(width=4).eval()
+    x, y = _images(20, 16), torch.arange(20) % 2
+    policy, layers = daa.search_policy(model, space, x, y, x, y, max_layers=2, stop_identity=None, steps=2,
+                                       samples_per_step=2, prefixes=2, gradient_samples=1,
+                                       first_layer=dict(steps=3))
+    assert len(policy) == 2 and [len(l.history) for l in layers] == [3, 2]
+    more, added = daa.search_policy(model, space, x, y, x, y, max_layers=3, start=policy, stop_identity=None, steps=1,
+                                    samples_per_step=2, **daa.SINGLE_PREFIX)
+    assert len(more) == 3 and len(added) == 1 and torch.equal(more.logits[:2], policy.logits)
+    with pytest.raises(ValueError, match="prefixes"):
+        daa.search_layer(model, policy, x, y, x, y, steps=1, samples_per_step=2, prefixes=0)
+    with pytest.raises(ValueError, match="same search space"):
+        daa.search_policy(model, space, x, y, x, y, start=daa.Policy(daa.search_space(["Identity", "Invert"], 3)))
+    assert daa.OFFICIAL == {"prefixes": 16, "gradient": "policy samples", "gradient_samples": 4, "std_ddof": 0}
+
+
+def test_the_baseline_pipelines_keep_shape_and_range_and_a_policy_augment_is_apply_policy():
+    x = _images(6, 32)
+    for fn in (daa.crop_flip_cutout, daa.randaugment_cifar(1, 3), daa.randaugment_cifar(3, 15), daa.trivialaugment_cifar):
+        out = fn(x, torch.Generator().manual_seed(5))
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+    assert (daa.crop_flip_cutout(x, torch.Generator().manual_seed(1)) == daa.FILL).any()
+    space = daa.search_space()
+    policy = daa.uniform_policy(space, 2)
+    assert torch.equal(daa.policy_augment(policy)(x, torch.Generator().manual_seed(3)),
+                       daa.apply_policy(x, policy, torch.Generator().manual_seed(3)))
+
+
+def test_policy_cosines_per_image_are_paired_and_average_to_the_summary():
+    space = daa.search_space(["Identity", "Invert", "RandFlip"], levels=3)
+    model = daa.SmallResNet(width=4).eval()
+    x, y = _images(12, 16), torch.arange(12) % 2
+    cands = {"id": torch.tensor([1.0, 0.0, 0.0]), "mix": torch.full((3,), 1 / 3)}
+    mean = daa.policy_cosines(model, daa.Policy(space), cands, x, y, x, y, samples=4, seed=2)
+    each = daa.policy_cosines(model, daa.Policy(space), cands, x, y, x, y, samples=4, seed=2, per_image=True)
+    assert each["id"].shape == (4,) and all(abs(each[k].mean() - mean[k]) < 1e-12 for k in cands)
