@@ -60,7 +60,7 @@ def _write_and_check(book):
 def test_dashboard_tables_come_from_the_ledgers(tmp_path):
     recorded = dashboard.load_recorded(_book(tmp_path, [
         _payload("09_diva", "full", seconds=36.0), _payload("09_diva", "quick", values=(0.5, 0.6), seconds=16.4),
-        _payload("07_deep_autoaugment", "full", legacy=True)]) / "results")
+        _payload("08_trans_encoder", "full", legacy=True)]) / "results")
     table = dashboard.chapter_table(recorded)
     assert ("| 9 DIVA | 16 s / 36 s | the method beats the baseline (Table 1) | accuracy gain (points) | 2.2 "
             "| -0.2 ± 0.058 (n=3) | data ✗ / metric ✓ / protocol ✗ | **not reproduced** |") in table
@@ -69,9 +69,9 @@ def test_dashboard_tables_come_from_the_ledgers(tmp_path):
             "| 1 ± 0.058 (n=3) | data ✗ / metric ✓ / protocol ✗ | **reproduced** | reproduced |") in table
     assert "| **not reproduced** | reproduced |" in table                          # quick: n = 2, positive
     # a chapter not yet converted shows no self-graded verdict
-    assert "| 7 Deep AutoAugment | - / 1 min 15 s | old claim of 07_deep_autoaugment | old metric | - | - | - " in table
-    pending = [line for line in table.splitlines() if line.startswith("| 7 Deep AutoAugment | ")]
-    assert len(pending) == 1 and "not yet under the claims protocol (issue 27)" in pending[0]
+    assert "| 8 Trans-Encoder | - / 1 min 15 s | old claim of 08_trans_encoder | old metric | - | - | - " in table
+    pending = [line for line in table.splitlines() if line.startswith("| 8 Trans-Encoder | ")]
+    assert len(pending) == 1 and "not yet under the claims protocol (issue 28)" in pending[0]
     assert "**" not in pending[0], "a chapter not under the protocol must show no verdict"
     assert "[DIVA](09_diva.ipynb)" in table and "GRDA (being written)" in table
 
@@ -106,7 +106,7 @@ def test_dashboard_check_fails_on_protocol_breaches(tmp_path):
     head["verdict"] = "not reproduced"
     assert any("rests on 1 seed(s)" in p for p in _check_only(tmp_path / "a", [one_seed]))
     assert any("no claims ledger" in p for p in _check_only(tmp_path / "b", [_payload("09_diva", "full", legacy=True)]))
-    converted = _payload("07_deep_autoaugment", "full")                                # on the PENDING list, but converted
+    converted = _payload("08_trans_encoder", "full")                                   # on the PENDING list, but converted
     assert any("take it off dashboard.PENDING" in p for p in _check_only(tmp_path / "c", [converted]))
 
 
@@ -147,7 +147,7 @@ def test_render_intro_replaces_only_the_generated_part():
 
 def test_dashboard_figure_is_deterministic(tmp_path):
     recorded = dashboard.load_recorded(_book(tmp_path, [_payload("09_diva", "full"),
-                                                        _payload("07_deep_autoaugment", "full", legacy=True)]) / "results")
+                                                        _payload("08_trans_encoder", "full", legacy=True)]) / "results")
     first = dashboard.headline_figure(recorded, tmp_path / "a.svg").read_bytes()
     second = dashboard.headline_figure(recorded, tmp_path / "b.svg").read_bytes()
     assert first == second and b"<svg" in first
