@@ -709,7 +709,7 @@ def policy_cosines(model: nn.Module, policy: Policy, candidates: dict[str, torch
     gen = torch.Generator().manual_seed(seed)
     space = policy.space
     g_val = class_gradients(model, val_x, val_y)
-    params = {k: v.detach().requires_grad_(True) for k, v in model.named_parameters()}
+    params = _frozen_params(model)
     picks = torch.randint(0, len(images), (samples,), generator=gen)
     prefixed = apply_policy(images[picks], policy, gen)
     cosines: dict[str, list[float]] = {name: [] for name in candidates}
