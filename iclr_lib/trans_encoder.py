@@ -38,7 +38,7 @@ __all__ = [
     "unlabelled_pairs", "STARTING_ENCODERS", "PAPER_CHECKPOINTS", "load_backbone", "onnx_to_bert",
     "BiEncoder", "CrossEncoder", "soft_bce", "bi_mse_loss", "bi_scores", "cross_scores",
     "mean_pseudo_labels", "train_cross_encoder", "train_bi_encoder", "TrainLog", "spearman",
-    "evaluate", "seven_set_average", "length_sorted_batches", "accumulate_gradients",
+    "evaluate", "seven_set_average", "length_sorted_batches", "accumulate_gradients", "fast_bfloat16",
 ]
 
 #: The seven evaluation sets of the paper's table, in its column order.
@@ -338,6 +338,21 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
 
+def fast_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (Intel AMX), so that mixed precision pays.
+
+    Measured on such a CPU (2 threads): a cross-encoder step 0.40 s -> 0.26 s, scoring 1,500 pairs
+    5.7 s -> 2.3 s. CPUs without native bfloat16 emulate it and can get slower: keep ``False`` there.
+    """
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
+def _autocast(enabled: bool) -> Any:
+    """bfloat16 autocast on the CPU when ``enabled`` (weights, losses and gradients stay float32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = False,
                           seed: int = 0) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), batch order shuffled if asked.
@@ -359,17 +374,21 @@ class BiEncoder(nn.Module):
 
     Args:
         tokenizer, transformer: from :func:`load_backbone`.
-        max_length: tokens per sentence (longer ones are truncated).
+        max_length: tokens per sentence, longer ones truncated (official: 32).
+        mixed_precision: run the transformer under bfloat16 autocast (see :func:`fast_bfloat16`;
+            the official code trains with ``use_amp=True``, float16 on a GPU).
     """
 
-    def __init__(self, tokenizer: Any, transformer: nn.Module, max_length: int = 64) -> None:
+    def __init__(self, tokenizer: Any, transformer: nn.Module, max_length: int = 32,
+                 mixed_precision: bool = False) -> None:
         super().__init__()
         self.tokenizer, self.transformer, self.max_length = tokenizer, transformer, max_length
+        self.mixed_precision = mixed_precision
 
     @classmethod
-    def from_name(cls, name: str, max_length: int = 64) -> "BiEncoder":
+    def from_name(cls, name: str, max_length: int = 32, mixed_precision: bool = False) -> "BiEncoder":
         """A bi-encoder from :func:`load_backbone` ``(name)``."""
-        return cls(*load_backbone(name), max_length=max_length)
+        return cls(*load_backbone(name), max_length=max_length, mixed_precision=mixed_precision)
 
     def tokenize(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(list(sentences), padding=True, truncation=True, max_length=self.max_length,
@@ -378,8 +397,10 @@ class BiEncoder(nn.Module):
     def forward(self, sentences: Sequence[str]) -> torch.Tensor:
         """Embeddings, (B, H), with gradients."""
         batch = self.tokenize(sentences)
-        hidden = self.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return _mean_pool(hidden, batch["attention_mask"])
+        with _autocast(self.mixed_precision):
+            hidden = self.transformer(input_ids=batch["input_ids"],
+                                      attention_mask=batch["attention_mask"]).last_hidden_state
+        return _mean_pool(hidden.float(), batch["attention_mask"])
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str], batch_size: int = 128) -> torch.Tensor:
@@ -400,13 +421,16 @@ class CrossEncoder(nn.Module):
     Args:
         tokenizer, transformer: from :func:`load_backbone` (the cross-encoder starts from the same
             pretrained weights as the bi-encoder; only the one-unit head is new).
-        max_length: tokens per pair.
+        max_length: tokens per pair (official: 64).
         seed: initialises the head.
+        mixed_precision: as in :class:`BiEncoder`.
     """
 
-    def __init__(self, tokenizer: Any, transformer: nn.Module, max_length: int = 128, seed: int = 0) -> None:
+    def __init__(self, tokenizer: Any, transformer: nn.Module, max_length: int = 64, seed: int = 0,
+                 mixed_precision: bool = False) -> None:
         super().__init__()
         self.tokenizer, self.transformer, self.max_length = tokenizer, transformer, max_length
+        self.mixed_precision = mixed_precision
         self.head = nn.Linear(transformer.config.hidden_size, 1)
         with torch.no_grad():
             gen = torch.Generator().manual_seed(seed)
@@ -414,9 +438,10 @@ class CrossEncoder(nn.Module):
             self.head.bias.zero_()
 
     @classmethod
-    def from_name(cls, name: str, max_length: int = 128, seed: int = 0) -> "CrossEncoder":
+    def from_name(cls, name: str, max_length: int = 64, seed: int = 0,
+                  mixed_precision: bool = False) -> "CrossEncoder":
         """A cross-encoder on :func:`load_backbone` ``(name)``."""
-        return cls(*load_backbone(name), max_length=max_length, seed=seed)
+        return cls(*load_backbone(name), max_length=max_length, seed=seed, mixed_precision=mixed_precision)
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
         return self.tokenizer([p[0] for p in pairs], [p[1] for p in pairs], padding=True, truncation=True,
@@ -425,8 +450,9 @@ class CrossEncoder(nn.Module):
     def forward(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Logits x(s1, s2), (B,), with gradients."""
         batch = self.tokenize(pairs)
-        hidden = self.transformer(**batch).last_hidden_state
-        return self.head(_mean_pool(hidden, batch["attention_mask"])).squeeze(-1)
+        with _autocast(self.mixed_precision):
+            hidden = self.transformer(**batch).last_hidden_state
+        return self.head(_mean_pool(hidden.float(), batch["attention_mask"])).squeeze(-1)
 
     @torch.no_grad()
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 128, both_orders: bool = False) -> torch.Tensor:
@@ -504,11 +530,30 @@ def mean_pseudo_labels(scores: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class TrainLog:
-    """What a training run did: losses per step, steps, seconds."""
+    """What a training run did: losses per step, steps, seconds, and the dev checkpoints if asked.
+
+    ``dev`` holds ``(step, score)`` for every evaluation; ``best_step``, ``best_score`` and
+    ``best_state`` (a copy of the model's ``state_dict``) are those of the highest score, as
+    sentence-transformers' ``fit(evaluator=..., evaluation_steps=...)`` keeps it.
+    """
 
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    dev: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_score: float | None = None
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def selected(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` with the dev-selected weights (``model`` itself is left as trained)."""
+        import copy
+
+        if self.best_state is None:
+            raise ValueError("this run was trained without an evaluator: no checkpoint was selected")
+        chosen = copy.deepcopy(model)
+        chosen.load_state_dict(self.best_state)
+        return chosen.eval()
 
 
 def _optimizer(model: nn.Module, lr: float, total_steps: int, warmup: float,
@@ -544,7 +589,8 @@ def train_cross_encoder(model: CrossEncoder, pairs: Sequence[tuple[str, str]], l
                         epochs: int = 1, batch_size: int = 32, lr: float = 2e-5, warmup: float = 0.1,
                         max_steps: int | None = None, micro_batch: int | None = 32,
                         freeze_embeddings: bool = True, seed: int = 0, progress: bool = False,
-                        desc: str = "bi -> cross") -> TrainLog:
+                        desc: str = "bi -> cross", evaluator: Callable[[nn.Module], float] | None = None,
+                        evaluate_every: int | None = None) -> TrainLog:
     """Bi -> cross distillation: train ``model`` with :func:`soft_bce` on ``labels`` (n,), in [0, 1].
 
     Every pair is used in both orders, (s1, s2, y) and (s2, s1, y), as in the official code, so an epoch
@@ -552,6 +598,9 @@ def train_cross_encoder(model: CrossEncoder, pairs: Sequence[tuple[str, str]], l
     ``max_steps`` stops early (the learning-rate schedule is laid out for the shortened run).
     ``micro_batch`` splits each batch into chunks whose gradients are accumulated: the same update
     with less activation memory (``None``: no splitting).
+    ``evaluator(model) -> score`` (e.g. STS-B dev Spearman, which reads dev *labels*) is called every
+    ``evaluate_every`` steps and after the last one; the best checkpoint is kept in the log
+    (:meth:`TrainLog.selected`), the model itself ends as the schedule leaves it.
     """
     labels = _check_training_inputs(pairs, labels, epochs, batch_size, lr)
     if labels.min() < 0 or labels.max() > 1:
@@ -560,7 +609,7 @@ def train_cross_encoder(model: CrossEncoder, pairs: Sequence[tuple[str, str]], l
     targets = torch.cat([labels, labels])
     lengths = [len(a) + len(b) for a, b in examples]
     return _train(model, examples, targets, lengths, soft_bce_step, epochs, batch_size, lr, warmup, max_steps,
-                  micro_batch, freeze_embeddings, seed, progress, desc)
+                  micro_batch, freeze_embeddings, seed, progress, desc, evaluator, evaluate_every)
 
 
 def soft_bce_step(model: CrossEncoder, batch: list[tuple[str, str]], y: torch.Tensor) -> torch.Tensor:
@@ -576,7 +625,8 @@ def train_bi_encoder(model: BiEncoder, pairs: Sequence[tuple[str, str]], labels:
                      epochs: int = 1, batch_size: int = 128, lr: float = 5e-5, warmup: float = 0.1,
                      max_steps: int | None = None, micro_batch: int | None = 32,
                      freeze_embeddings: bool = True, seed: int = 0, progress: bool = False,
-                     desc: str = "cross -> bi") -> TrainLog:
+                     desc: str = "cross -> bi", evaluator: Callable[[nn.Module], float] | None = None,
+                     evaluate_every: int | None = None) -> TrainLog:
     """Cross -> bi distillation: train ``model`` so that cos(f(s1), f(s2)) matches ``labels`` (n,) (MSE).
 
     Arguments as in :func:`train_cross_encoder`; a batch of ``batch_size`` pairs holds ``2 * batch_size``
@@ -585,7 +635,7 @@ def train_bi_encoder(model: BiEncoder, pairs: Sequence[tuple[str, str]], labels:
     labels = _check_training_inputs(pairs, labels, epochs, batch_size, lr)
     lengths = [len(a) + len(b) for a, b in pairs]
     return _train(model, list(pairs), labels, lengths, bi_mse_step, epochs, batch_size, lr, warmup, max_steps,
-                  micro_batch, freeze_embeddings, seed, progress, desc)
+                  micro_batch, freeze_embeddings, seed, progress, desc, evaluator, evaluate_every)
 
 
 def accumulate_gradients(model: nn.Module, step_fn: Callable[[Any, list[tuple[str, str]], torch.Tensor], torch.Tensor],
@@ -609,13 +659,16 @@ def accumulate_gradients(model: nn.Module, step_fn: Callable[[Any, list[tuple[st
 def _train(model: nn.Module, examples: list[tuple[str, str]], targets: torch.Tensor, lengths: list[int],
            step_fn: Callable[[Any, list[tuple[str, str]], torch.Tensor], torch.Tensor], epochs: int,
            batch_size: int, lr: float, warmup: float, max_steps: int | None, micro_batch: int | None,
-           freeze_embeddings: bool, seed: int, progress: bool, desc: str) -> TrainLog:
+           freeze_embeddings: bool, seed: int, progress: bool, desc: str,
+           evaluator: Callable[[nn.Module], float] | None = None, evaluate_every: int | None = None) -> TrainLog:
     import time
 
     from tqdm.auto import tqdm
 
     if micro_batch is not None and micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+    if evaluate_every is not None and (evaluator is None or evaluate_every < 1):
+        raise ValueError("evaluate_every needs an evaluator and must be >= 1")
     per_epoch = [length_sorted_batches(lengths, batch_size, shuffle=True, seed=seed + e) for e in range(epochs)]
     schedule = [b for epoch in per_epoch for b in epoch]
     if max_steps is not None:
@@ -626,15 +679,26 @@ def _train(model: nn.Module, examples: list[tuple[str, str]], targets: torch.Ten
     opt, sched = _optimizer(model, lr, len(schedule), warmup, freeze_embeddings)
     log, start = TrainLog(), time.perf_counter()
     model.train()
-    for idx in tqdm(schedule, desc=desc, disable=not progress, mininterval=5):
+    for step, idx in enumerate(tqdm(schedule, desc=desc, disable=not progress, mininterval=5), start=1):
         opt.zero_grad(set_to_none=True)
         loss = accumulate_gradients(model, step_fn, examples, targets, idx, micro_batch)
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(), sched.step()
         log.losses.append(loss)
+        if evaluator is not None and ((evaluate_every and step % evaluate_every == 0) or step == len(schedule)):
+            _keep_if_best(model, evaluator, step, log)
     model.eval()
     log.steps, log.seconds = len(schedule), time.perf_counter() - start
     return log
+
+
+def _keep_if_best(model: nn.Module, evaluator: Callable[[nn.Module], float], step: int, log: TrainLog) -> None:
+    score = float(evaluator(model))
+    model.train()   # the evaluator may have switched to eval mode
+    log.dev.append((step, score))
+    if log.best_score is None or score > log.best_score:
+        log.best_step, log.best_score = step, score
+        log.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------------------------------------------------

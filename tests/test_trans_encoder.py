@@ -118,12 +118,14 @@ def test_encode_keeps_input_order(small_bi):
 
 
 def test_starting_teachers_reproduce_the_recorded_baselines(small_bi, large_bi, stsb_test):
-    """Deterministic STS-B test Spearman of the two teachers and their mean (catch pooling/tokeniser errors)."""
+    """Deterministic STS-B test Spearman of the two teachers and their mean (catch pooling/tokeniser errors),
+    at the official 32 tokens per sentence; the pilot of the research notes measured 81.80, 82.16, 83.48."""
+    assert large_bi.max_length == small_bi.max_length == 32
     pairs = stsb_test.pairs()
     a, b = te.bi_scores(large_bi, pairs), te.bi_scores(small_bi, pairs)
-    assert te.spearman(a, stsb_test.scores) == pytest.approx(82.03, abs=0.05)
-    assert te.spearman(b, stsb_test.scores) == pytest.approx(82.41, abs=0.05)
-    assert te.spearman((a + b) / 2, stsb_test.scores) == pytest.approx(83.71, abs=0.05)
+    assert te.spearman(a, stsb_test.scores) == pytest.approx(81.80, abs=0.05)
+    assert te.spearman(b, stsb_test.scores) == pytest.approx(82.16, abs=0.05)
+    assert te.spearman((a + b) / 2, stsb_test.scores) == pytest.approx(83.48, abs=0.05)
 
 
 def test_unknown_encoder_name_is_a_clear_error():
@@ -299,3 +301,45 @@ def test_micro_batches_give_the_same_gradient_as_whole_batches():
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(*grads))
     with pytest.raises(ValueError, match="micro_batch"):
         te.train_bi_encoder(te.BiEncoder.from_name(SMALL), pairs, labels, micro_batch=0)
+
+
+def test_dev_selection_keeps_the_best_checkpoint_and_leaves_the_model_as_trained():
+    """The official rule (sentence-transformers fit with an evaluator): evaluate every k steps and after
+    the last one, keep the weights of the best score; the returned model is the end of the schedule."""
+    pairs = te.load_stsb("train").subset(12, seed=2).pairs()
+    labels = torch.linspace(0.1, 0.9, len(pairs))
+    model = te.CrossEncoder.from_name(SMALL)
+    scores, seen = iter([0.2, 0.9, 0.4, 0.5]), []
+
+    def evaluator(m):
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    log = te.train_cross_encoder(model, pairs, labels, batch_size=4, lr=1e-3, epochs=1, max_steps=5,
+                                 evaluator=evaluator, evaluate_every=2)
+    assert [s for s, _ in log.dev] == [2, 4, 5]           # every 2 steps, and after the last
+    assert log.best_step == 4 and log.best_score == 0.9
+    chosen = log.selected(model)
+    assert all(torch.equal(chosen.state_dict()[k], seen[1][k]) for k in seen[1])
+    assert not all(torch.equal(model.state_dict()[k], seen[1][k]) for k in seen[1])   # model: after step 5
+    assert all(torch.equal(model.state_dict()[k], seen[2][k]) for k in seen[2])
+    with pytest.raises(ValueError, match="evaluator"):
+        te.train_bi_encoder(te.BiEncoder.from_name(SMALL), pairs, labels, evaluate_every=2)
+    with pytest.raises(ValueError, match="without an evaluator"):
+        te.train_bi_encoder(te.BiEncoder.from_name(SMALL), pairs, labels, max_steps=1).selected(model)
+
+
+def test_mixed_precision_changes_scores_only_slightly(small_bi, stsb_test):
+    """bfloat16 autocast (the official code trains with AMP) keeps float32 outputs close to float32's."""
+    pairs = stsb_test.subset(64, seed=0).pairs()
+    full = te.bi_scores(small_bi, pairs)
+    small_bi.mixed_precision = True
+    try:
+        half = te.bi_scores(small_bi, pairs)
+    finally:
+        small_bi.mixed_precision = False
+    assert half.dtype == torch.float32
+    assert 0 < float((half - full).abs().max()) < 0.03
+    cross = te.CrossEncoder.from_name(SMALL, mixed_precision=True)
+    assert cross.score(pairs[:4]).dtype == torch.float32
+    assert isinstance(te.fast_bfloat16(), bool)
