@@ -90,7 +90,7 @@ CHAPTERS: tuple[Chapter, ...] = (
 #: Chapters whose records predate the claims protocol, and the issue that converts each. Their old,
 #: self-graded verdicts are not shown; ``check`` fails once such a chapter records a valid ledger
 #: (take it off this list then) and for any other chapter without one.
-PENDING: dict[str, int] = {"08_trans_encoder": 28}
+PENDING: dict[str, int] = {}   # empty since issue 28 converted the last one, chapter 08
 #: Records come from the book's pinned environment: these packages are compared with requirements.txt.
 PINNED_PYTHON = "3.11"
 VERDICT_COLOURS = {"reproduced": "tab:green", "partly reproduced": "tab:orange", "within noise": "tab:gray",
