@@ -42,18 +42,24 @@ def cell_source(cell: dict) -> str:
 
 def execute_chapter(name: str, output: Path) -> dict:
     """Run chapter ``name`` top to bottom with papermill (mode and results folder from the environment:
-    ``ICLR_LIB_QUICK``, ``ICLR_LIB_RESULTS_DIR``), writing the executed notebook to ``output``.
+    ``ICLR_LIB_QUICK``, ``ICLR_LIB_RESULTS_DIR``), writing the executed notebook to ``output``. Quick mode
+    has the reader's build's hang detector (a per-cell time-out, :func:`iclr_lib.book.build.cell_timeout`).
 
     Returns ``{"error": str | None, "seconds": float}``. Used in-process by ``test_chapters.py`` and,
     in the numpy-2 environment's own interpreter, by ``test_colab_env.py``.
     """
+    import os
+
     import papermill
+
+    from iclr_lib.book.build import cell_timeout
 
     notebook = ROOT / "book" / f"{name}.ipynb"
     start = time.perf_counter()
+    mode = "quick" if os.environ.get("ICLR_LIB_QUICK") == "1" else "full"
     try:
         papermill.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
-                                   progress_bar=False)
+                                   progress_bar=False, execution_timeout=cell_timeout(mode))
         error = None
     except papermill.PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"

@@ -151,39 +151,53 @@ def test_chapter_runs_in_quick_mode_within_budget(executed, machine_factor, name
 
 
 @pytest.fixture(scope="session")
-def built_html(executed, book_copy) -> Path:
-    """Build the book (quick mode, warnings are errors) once; the folder of its HTML output.
+def quick_build(executed, book_copy):
+    """The reader's build (:class:`iclr_lib.book.build.Build`) of the book's copy in quick mode, its cache
+    filled with the chapters that the papermill runs above executed, so CI runs each chapter once."""
+    from iclr_lib.book.build import Build
 
-    The build renders the notebooks that the papermill runs above executed (``execute_notebooks: off``
-    in the copy's configuration) instead of running every chapter a second time: the reader's
-    configuration executes at build time, and ``test_reader_config_executes_every_chapter`` keeps it so.
-    """
     assert all(run["error"] is None for run in executed.values()), "a chapter failed; see its own test"
+    (book_copy / "requirements.txt").write_text((ROOT / "requirements.txt").read_text())
+    build = Build(book_copy, "quick")
     for name, run in executed.items():
-        shutil.copy(run["notebook"], book_copy / "book" / f"{name}.ipynb")
-    config = yaml.safe_load((book_copy / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    (book_copy / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    cli = Path(sys.executable).with_name("jupyter-book")
-    command = [str(cli) if cli.exists() else "jupyter-book", "build", str(book_copy), "-W", "-n", "--keep-going"]
-    env = {**os.environ, "ICLR_LIB_QUICK": "1"}
-    env.pop("MPLBACKEND", None)  # figures must render inline
-    env.pop("ICLR_LIB_RESULTS_DIR", None)
-    build = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
-    log = build.stdout + build.stderr
-    assert build.returncode == 0, f"jupyter-book build failed:\n{log[-6000:]}"
-    html = book_copy / "_build" / "html"
+        build.store(name, run["notebook"], run["results"])
+    return build
+
+
+@pytest.fixture(scope="session")
+def built_html(quick_build) -> Path:
+    """Render the book (quick mode, warnings are errors) the reader's way, once; the folder of its HTML.
+
+    :meth:`Build.render` assembles the executed chapters, writes the first page's dashboard from this
+    build's records and runs ``jupyter-book build -W -n --keep-going`` with ``execute_notebooks: off``.
+    """
+    code = quick_build.render(log=lambda *a, **kw: None)    # (it drops MPLBACKEND: figures render inline)
+    assert code == 0, "jupyter-book build failed (its log is above, in the captured output)"
+    html = quick_build.site()
     artifacts = os.environ.get("ICLR_LIB_BOOK_ARTIFACTS")
     if artifacts:
         shutil.copytree(html, artifacts, dirs_exist_ok=True)
     return html
 
 
+@pytest.mark.chapters
+def test_a_rebuild_with_nothing_changed_executes_nothing(quick_build):
+    """The populated cache is complete and current: the reader's next build would execute no chapter, and
+    a full-mode build of the same checkout would never reuse these quick-mode entries."""
+    from iclr_lib.book.build import Build
+
+    assert quick_build.plan() == {name: [] for name in CHAPTERS}
+    full = Build(quick_build.root, "full").plan()
+    assert all(why == ["not executed yet"] for why in full.values()), full
+
+
 def test_reader_config_executes_every_chapter():
-    """The reader's build (README) runs every chapter; only CI's build renders pre-executed copies."""
+    """A plain `jupyter-book build .` (not the README's way) still executes every chapter, with no
+    per-cell time-out; the README's build executes them itself and renders with execution off."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] in {"force", "cache", "auto"}
     assert config["execute"]["raise_on_error"] is True
+    assert config["execute"]["timeout"] == -1
 
 
 @pytest.mark.chapters
@@ -218,6 +232,23 @@ def test_recorded_results_match_the_chapters(executed):
                                             f"`python -m iclr_lib.book.dashboard run --mode {mode} --chapters {name}`")
             old = signature(recorded[mode][name]["results"], name)
             assert old == fresh, f"{name}: the recorded {mode}-mode claims are stale; rerun the dashboard's `run`"
+
+
+@pytest.mark.chapters
+def test_recorded_numbers_match_the_chapters_within_their_noise(executed):
+    """The committed quick-mode records hold the numbers the chapters compute now: every claim's mean of
+    the fresh run within its noise of the recorded one (:func:`iclr_lib.book.dashboard.number_differences`,
+    4 standard errors of the difference, the noise estimated from the seeds of both quick runs and of
+    the full-mode record). On the recording machine the two runs agree exactly."""
+    from iclr_lib.book.dashboard import load_recorded, number_differences
+
+    recorded = load_recorded(ROOT / "book" / "results")
+    found = []
+    for name in CHAPTERS:
+        fresh = json.loads(executed[name]["results"].read_text())
+        found += number_differences(fresh, recorded["quick"][name], recorded["full"].get(name))
+    assert not found, ("numbers differ from the quick-mode records (re-record with `python -m "
+                       "iclr_lib.book.dashboard run --mode quick --chapters ...`):\n" + "\n".join(found))
 
 
 # ----------------------------------------------------------------------------- a real browser

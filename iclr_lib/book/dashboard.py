@@ -13,7 +13,10 @@ Commands (run from the repository root)::
     python -m iclr_lib.book.dashboard write               # rewrite the tables and figure from the records
     python -m iclr_lib.book.dashboard check               # what CI runs; exit 1 on any problem
 
-``run`` refuses to record in an environment that differs from ``requirements.txt``. ``check`` fails
+``run`` refuses to record in an environment that differs from ``requirements.txt``; it executes like the
+reader's build (:mod:`iclr_lib.book.build`: no per-cell time-out in full mode) and records every chapter
+that succeeds. :func:`number_differences` compares two runs' claims within their noise (the tests use it
+on the committed quick-mode records, the reader's build on its own records). ``check`` fails
 when a recorded verdict is not the one the protocol's rule computes from its per-seed values, when
 a ledger breaks the protocol (one headline, not ours_only, >= 3 seeds in full mode, ...), when a
 record was made with package versions other than the pins, when a chapter's markdown types a verdict
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -314,20 +318,65 @@ def check(book: Path, requirements: Path) -> list[str]:
     return found
 
 
-def run_chapters(book_dir: Path, results_dir: Path, mode: str, chapters: list[str]) -> None:
-    """Execute chapters with papermill in ``mode``, saving their RESULTS under ``results_dir/mode``."""
-    import papermill
+#: How far a fresh run's claim may sit from its record, in standard errors of the difference of two means.
+#: The check covers some 150 claims at once; at 4 SE a claim that only carries seed-to-seed noise is
+#: flagged with probability about 6e-5 (normal noise), so a flag means a real change.
+NUMBER_Z = 4.0
 
-    os.environ.update(ICLR_LIB_QUICK="1" if mode == "quick" else "0",
-                      ICLR_LIB_RESULTS_DIR=str((results_dir / mode).resolve()))
-    for name in chapters:
+
+def claim_noise(claim_id: str, *payloads: dict[str, Any] | None) -> float:
+    """The seed-to-seed standard deviation of a claim's per-seed values, the largest that the given
+    records (same chapter, either mode) can estimate; 0 when none has two seeds."""
+    sds = []
+    for payload in payloads:
+        for c in (payload or {}).get("results", {}).get("claims") or []:
+            if c["id"] == claim_id and c["ours"]["n"] > 1:
+                sds.append(c["ours"]["se"] * math.sqrt(c["ours"]["n"]))
+    return max(sds, default=0.0)
+
+
+def number_differences(fresh: dict[str, Any], recorded: dict[str, Any], full: dict[str, Any] | None = None,
+                       z: float = NUMBER_Z) -> list[str]:
+    """Claims whose mean in the ``fresh`` run differs from the ``recorded`` run (same chapter and mode) by
+    more than their noise.
+
+    The tolerance of a claim is ``z * sd * sqrt(1/n_fresh + 1/n_recorded)``, with ``sd`` the claim's
+    seed-to-seed standard deviation (:func:`claim_noise`, from both runs and from ``full``, the chapter's
+    full-mode record, which has the most seeds), plus ``1e-6 * max(1, |mean|)`` for float round-off.
+    A claim measured with one seed everywhere (a closed form, a worked example) must agree to round-off.
+    """
+    where = f"{recorded.get('meta', {}).get('chapter')} ({recorded.get('meta', {}).get('mode')})"
+    old = {c["id"]: c for c in recorded.get("results", {}).get("claims") or []}
+    new = {c["id"]: c for c in fresh.get("results", {}).get("claims") or []}
+    found = [f"{where}: claim {i!r} is in only one of the two runs" for i in sorted(set(old) ^ set(new))]
+    for claim_id in sorted(set(old) & set(new)):
+        a, b = new[claim_id]["ours"], old[claim_id]["ours"]
+        sd = claim_noise(claim_id, fresh, recorded, full)
+        tolerance = z * sd * math.sqrt(1 / a["n"] + 1 / b["n"]) + 1e-6 * max(1.0, abs(b["mean"]))
+        if abs(a["mean"] - b["mean"]) > tolerance:
+            found.append(f"{where}: claim {claim_id!r} is {a['mean']:.4g} (n={a['n']}) here against "
+                         f"{b['mean']:.4g} (n={b['n']}) recorded, beyond its noise (tolerance {tolerance:.3g})")
+    return found
+
+
+def run_chapters(book_dir: Path, results_dir: Path, mode: str, chapters: list[str]) -> list[str]:
+    """Execute chapters with papermill in ``mode``, saving their RESULTS under ``results_dir/mode``;
+    the chapters that failed (each with its error). Executes like the reader's build
+    (:func:`iclr_lib.book.build.execute_chapter`: no per-cell time-out in full mode)."""
+    from .build import _duration, execute_chapter
+
+    failed = []
+    for number, name in enumerate(chapters, 1):
         notebook = book_dir / f"{name}.ipynb"
         start = time.perf_counter()
-        print(f"{name} ({mode}) ...", flush=True)
+        print(f"[{number}/{len(chapters)}] {name} ({mode}): executing, started {time.strftime('%H:%M:%S')}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            papermill.execute_notebook(str(notebook), str(Path(tmp) / notebook.name), cwd=str(book_dir),
-                                       kernel_name="python3", progress_bar=False)
-        print(f"{name} ({mode}): {time.perf_counter() - start:.0f} s", flush=True)
+            error = execute_chapter(notebook, Path(tmp) / notebook.name, mode, results_dir / mode)
+        print(f"[{number}/{len(chapters)}] {name} ({mode}): {'failed: ' + error if error else 'recorded'} in "
+              f"{_duration(time.perf_counter() - start)}", flush=True)
+        if error:
+            failed.append(f"{name}: {error}")
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                   + "\n- ".join(mismatch), file=sys.stderr)
             return 2
         chapters = args.chapters or sorted(p.stem for p in book.glob("[0-9][0-9]_*.ipynb"))
-        run_chapters(book, book / "results", args.mode, chapters)
+        failed = run_chapters(book, book / "results", args.mode, chapters)
+        if failed:
+            print("not recorded, failed:\n- " + "\n- ".join(failed), file=sys.stderr)
+            return 1
     recorded = load_recorded(book / "results")
     intro, figure = book / "intro.md", book / "images" / "dashboard.svg"
     intro.write_text(render_intro(intro.read_text(), chapter_table(recorded)))
