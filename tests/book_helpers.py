@@ -5,25 +5,14 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def toc_files() -> list[str]:
     """Every file listed in ``_toc.yml`` (without suffix), in reading order."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
+    from iclr_lib.book.build import toc_files as files_of
 
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return files
+    return files_of(ROOT)
 
 
 def chapter_names() -> list[str]:
@@ -40,27 +29,22 @@ def cell_source(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
-def execute_chapter(name: str, output: Path) -> dict:
-    """Run chapter ``name`` top to bottom with papermill (mode and results folder from the environment:
-    ``ICLR_LIB_QUICK``, ``ICLR_LIB_RESULTS_DIR``), writing the executed notebook to ``output``. Quick mode
-    has the reader's build's hang detector (a per-cell time-out, :func:`iclr_lib.book.build.cell_timeout`).
+def execute_chapter(name: str, output: Path, mode: str | None = None, results_dir: str | None = None) -> dict:
+    """Run chapter ``name`` top to bottom with papermill, writing the executed notebook to ``output``, the
+    reader's build's way (:func:`iclr_lib.book.build.execute_chapter`: quick mode has its per-cell hang
+    detector). ``mode`` and ``results_dir`` default to the environment (``ICLR_LIB_QUICK``,
+    ``ICLR_LIB_RESULTS_DIR``).
 
     Returns ``{"error": str | None, "seconds": float}``. Used in-process by ``test_chapters.py`` and,
     in the numpy-2 environment's own interpreter, by ``test_colab_env.py``.
     """
     import os
 
-    import papermill
+    from iclr_lib.book.build import execute_chapter as execute
 
-    from iclr_lib.book.build import cell_timeout
-
-    notebook = ROOT / "book" / f"{name}.ipynb"
+    mode = mode or ("quick" if os.environ.get("ICLR_LIB_QUICK") == "1" else "full")
+    results_dir = results_dir or os.environ.get("ICLR_LIB_RESULTS_DIR")
     start = time.perf_counter()
-    mode = "quick" if os.environ.get("ICLR_LIB_QUICK") == "1" else "full"
-    try:
-        papermill.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
-                                   progress_bar=False, execution_timeout=cell_timeout(mode))
-        error = None
-    except papermill.PapermillExecutionError as exc:
-        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+    error = execute(ROOT / "book" / f"{name}.ipynb", Path(output), mode, Path(results_dir) if results_dir else None,
+                    progress_bar=False)
     return {"error": error, "seconds": time.perf_counter() - start}

@@ -16,7 +16,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -42,20 +41,11 @@ def book_copy(tmp_path_factory) -> Path:
 def executed(tmp_path_factory) -> dict[str, dict]:
     """Run every chapter in quick mode once; maps chapter -> {"error": str | None, "seconds": float}."""
     results_dir = os.environ.get("ICLR_LIB_RESULTS_DIR") or str(tmp_path_factory.mktemp("results"))
-    saved = {k: os.environ.get(k) for k in ("ICLR_LIB_QUICK", "ICLR_LIB_RESULTS_DIR")}
-    os.environ.update(ICLR_LIB_QUICK="1", ICLR_LIB_RESULTS_DIR=results_dir)
     outcome = {}
-    try:
-        for name in CHAPTERS:
-            output = tmp_path_factory.mktemp("executed") / f"{name}.ipynb"
-            outcome[name] = {**execute_chapter(name, output), "results": Path(results_dir) / f"{name}.json",
-                             "notebook": output}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for name in CHAPTERS:
+        output = tmp_path_factory.mktemp("executed") / f"{name}.ipynb"
+        outcome[name] = {**execute_chapter(name, output, "quick", results_dir),
+                         "results": Path(results_dir) / f"{name}.json", "notebook": output}
     return outcome
 
 

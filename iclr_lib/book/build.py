@@ -34,7 +34,6 @@ import ast
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,8 @@ from typing import Any
 import yaml
 
 from . import dashboard
-from .results import RECORDED_PACKAGES
+from .dashboard import _duration
+from .results import installed_versions
 
 MODES = ("full", "quick")
 #: Quick mode's hang detector: no quick-mode cell runs anywhere near this long (the longest chapter, 08,
@@ -67,6 +67,22 @@ def cell_timeout(mode: str) -> int | None:
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def toc_files(root: str | os.PathLike) -> list[str]:
+    """Every file that ``<root>/_toc.yml`` lists (without suffix), the root page first, in reading order."""
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
 
 
 # ----------------------------------------------------------------------------- the cache key
@@ -130,8 +146,7 @@ def package_sources(notebook: dict[str, Any], root: Path) -> dict[str, str]:
     seen: dict[str, str] = {}
     while todo:
         name = todo.pop()
-        parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
-        todo |= {p for p in parents if _module_file(root, p) and str(_module_file(root, p).relative_to(root)) not in seen}
+        todo |= {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}   # its packages
         path = _module_file(root, name)
         if path is None:
             continue
@@ -144,33 +159,20 @@ def package_sources(notebook: dict[str, Any], root: Path) -> dict[str, str]:
     return dict(sorted(seen.items()))
 
 
-def environment() -> dict[str, str]:
-    """Python's version and the versions of the packages every record stores."""
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def cache_key(notebook_path: str | os.PathLike, mode: str, root: str | os.PathLike | None = None,
               env: dict[str, str] | None = None) -> dict[str, Any]:
     """What an executed chapter depends on; a cached execution is reused only when this is unchanged.
 
     ``root`` is the folder that holds the ``iclr_lib`` package (default: the one the kernel imports,
     this module's); ``env`` the
-    package versions (default: :func:`environment`). Markdown is not part of the key: it does not change
+    package versions (default: :func:`iclr_lib.book.results.installed_versions`). Markdown is not part of the key: it does not change
     any output.
     """
     _check_mode(mode)
     notebook = json.loads(Path(notebook_path).read_text())
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     return {"cache_version": CACHE_VERSION, "mode": mode, "code": _sha(json.dumps(code_cells(notebook))),
-            "package": package_sources(notebook, root), "environment": env if env is not None else environment()}
+            "package": package_sources(notebook, root), "environment": env if env is not None else installed_versions()}
 
 
 def key_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
@@ -194,7 +196,7 @@ def key_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- executing
 def execute_chapter(notebook: Path, output: Path, mode: str, results_dir: Path | None,
                     progress_bar: bool = True) -> str | None:
-    """Run ``notebook`` top to bottom with papermill in ``mode``; the error in one line, or ``None``.
+    """Run ``notebook`` top to bottom with papermill in ``mode``; the error, or ``None``.
 
     The executed notebook is written to ``output`` (also when a cell fails: its traceback is there); the
     chapter's ``RESULTS`` go to ``results_dir`` when given. No per-cell time-out in full mode.
@@ -213,15 +215,19 @@ def execute_chapter(notebook: Path, output: Path, mode: str, results_dir: Path |
                                    progress_bar=progress_bar, execution_timeout=cell_timeout(mode))
         return None
     except papermill.PapermillExecutionError as exc:
-        return f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".splitlines()[0][:300]
+        return f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     except Exception as exc:        # a dead kernel, a time-out: still one chapter's failure, not the build's
-        return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return f"{type(exc).__name__}: {exc}"
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _first_line(text: str, width: int = 300) -> str:
+    return text.splitlines()[0][:width] if text else text
 
 
 def merge_outputs(current: dict[str, Any], executed: dict[str, Any]) -> dict[str, Any]:
@@ -252,17 +258,6 @@ class Outcome:
     why: str = ""             # why it was executed
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 class Build:
     """A build of the book in one mode, rooted at a checkout (``root``, which holds ``_toc.yml``)."""
 
@@ -276,18 +271,7 @@ class Build:
     # -- chapters
     def chapters(self) -> list[str]:
         """The chapter notebooks of ``_toc.yml``, in reading order (``book/01_cold_brew`` -> ``01_cold_brew``)."""
-        toc = yaml.safe_load((self.root / "_toc.yml").read_text())
-        files: list[str] = []
-
-        def walk(entries):
-            for entry in entries or []:
-                if "file" in entry:
-                    files.append(entry["file"])
-                walk(entry.get("sections"))
-
-        for part in toc.get("parts", []):
-            walk(part.get("chapters"))
-        return [Path(f).name for f in files if (self.root / f"{f}.ipynb").is_file()]
+        return [Path(f).name for f in toc_files(self.root) if (self.root / f"{f}.ipynb").is_file()]
 
     def _paths(self, name: str) -> tuple[Path, Path, Path]:
         return self.cache / f"{name}.ipynb", self.cache / f"{name}.json", self.cache / f"{name}.key.json"
@@ -304,11 +288,17 @@ class Build:
 
     def plan(self, names: list[str] | None = None) -> dict[str, list[str]]:
         """``{chapter: why it must be executed}`` for every chapter (or ``names``); ``[]`` means cached."""
-        names = names or self.chapters()
-        unknown = sorted(set(names) - set(self.chapters()))
+        return {name: why for name, (_, why) in self._plan(names).items()}
+
+    def _plan(self, names: list[str] | None) -> dict[str, tuple[dict[str, Any], list[str]]]:
+        """``{chapter: (its current key, why it must be executed)}``."""
+        chapters = self.chapters()
+        names = names or chapters
+        unknown = sorted(set(names) - set(chapters))
         if unknown:
-            raise ValueError(f"not chapters of _toc.yml: {unknown}; the chapters are {self.chapters()}")
-        return {name: key_changes(self.cached_key(name), cache_key(self.notebook(name), self.mode)) for name in names}
+            raise ValueError(f"not chapters of _toc.yml: {unknown}; the chapters are {chapters}")
+        keys = {name: cache_key(self.notebook(name), self.mode) for name in names}
+        return {name: (key, key_changes(self.cached_key(name), key)) for name, key in keys.items()}
 
     def notebook(self, name: str) -> Path:
         return self.root / "book" / f"{name}.ipynb"
@@ -325,12 +315,11 @@ class Build:
 
     def execute(self, names: list[str] | None = None, log=print) -> list[Outcome]:
         """Execute every chapter (or ``names``) whose cache entry is missing or stale; one line per chapter."""
-        plan = self.plan(names)
+        plan = self._plan(names)
         self.cache.mkdir(parents=True, exist_ok=True)
         start, outcomes = time.perf_counter(), []
-        for number, (name, why) in enumerate(plan.items(), 1):
+        for number, (name, (key, why)) in enumerate(plan.items(), 1):
             notebook = self.notebook(name)
-            key = cache_key(notebook, self.mode)
             done = sum(o.status != "failed" for o in outcomes)
             failed = sum(o.status == "failed" for o in outcomes)
             head = f"[{number}/{len(plan)}] {name} ({self.mode})"
@@ -364,7 +353,7 @@ class Build:
                     shutil.copy(tmp / notebook.name, failed_dir / notebook.name)
                 for path in (notebook_out, record_out, key_out):   # a stale entry must not stand in for it
                     path.unlink(missing_ok=True)
-                return Outcome(name, "failed", seconds, None, error, why)
+                return Outcome(name, "failed", seconds, None, _first_line(error), why)
             (failed_dir / notebook.name).unlink(missing_ok=True)
             self.store(name, tmp / notebook.name, record, key)
         payload = json.loads(record_out.read_text())
@@ -481,8 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     build = Build(args.root, mode)
     began = time.perf_counter()
-    mismatch = dashboard.installed_version_problems(dashboard.pinned_versions(build.root / "requirements.txt"),
-                                                    RECORDED_PACKAGES)
+    mismatch = dashboard.installed_version_problems(dashboard.pinned_versions(build.root / "requirements.txt"))
     if mismatch:
         print("note: this environment is not the pinned one of requirements.txt; the book's numbers may differ "
               "from the recorded ones\n- " + "\n- ".join(mismatch), file=sys.stderr)

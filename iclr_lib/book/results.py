@@ -33,6 +33,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def installed_versions(missing: str | None = "not installed") -> dict[str, str]:
+    """Python's version and the installed version of each of :data:`RECORDED_PACKAGES`; a package that
+    is not installed gets ``missing``, or is left out when ``missing`` is ``None``."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            if missing is not None:
+                versions[name] = missing
+    return versions
+
+
 class Results(dict):
     """A dict of a chapter's results that knows its chapter, mode and start time.
 
@@ -50,14 +65,7 @@ class Results(dict):
         self._started = time.perf_counter()
 
     def metadata(self) -> dict[str, Any]:
-        import importlib.metadata as md
-
-        versions = {"python": platform.python_version()}
-        for pkg in RECORDED_PACKAGES:
-            try:
-                versions[pkg] = md.version(pkg)
-            except md.PackageNotFoundError:
-                pass
+        versions = installed_versions(missing=None)
         from .. import __version__
 
         versions["iclr_lib"] = __version__
