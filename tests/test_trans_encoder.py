@@ -343,3 +343,15 @@ def test_mixed_precision_changes_scores_only_slightly(small_bi, stsb_test):
     cross = te.CrossEncoder.from_name(SMALL, mixed_precision=True)
     assert cross.score(pairs[:4]).dtype == torch.float32
     assert isinstance(te.fast_bfloat16(), bool)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(False, False, False), (True, False, True),
+                                                        (False, True, True), (None, None, False)])
+def test_fast_bfloat16_means_native_bfloat16(monkeypatch, amx, avx512_bf16, expected):
+    """AMX or AVX512-BF16 turn bfloat16 autocast on; neither (or a torch without the checks) keeps float32."""
+    for name, value in (("_is_amx_tile_supported", amx), ("_is_avx512_bf16_supported", avx512_bf16)):
+        if value is None:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert te.fast_bfloat16() is expected
