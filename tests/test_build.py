@@ -159,6 +159,15 @@ def test_the_summary_table_has_a_row_per_chapter():
     assert text.splitlines()[-1] == "2 chapters (full mode): 1 executed, 1 cached, 0 failed; executing took 1 h 02 min"
 
 
+def test_a_busy_machine_gets_the_passive_hint_and_an_idle_one_does_not():
+    hint = build.busy_machine_hint(load=2.1, cores=2, environ={})
+    assert hint and "OMP_WAIT_POLICY=PASSIVE" in hint and "load average 2.1 on 2 cores" in hint
+    assert build.busy_machine_hint(load=0.3, cores=2, environ={}) is None
+    assert build.busy_machine_hint(load=1.9, cores=2, environ={}) is None          # one core still free
+    # the reader already chose a policy (either one): no hint
+    assert build.busy_machine_hint(load=4.0, cores=2, environ={"OMP_WAIT_POLICY": "ACTIVE"}) is None
+
+
 # ----------------------------------------------------------------------------- records within their noise
 def _record(values: dict[str, list[float]], mode: str = "quick") -> dict:
     from iclr_lib.book import claims

@@ -64,6 +64,30 @@ def cell_timeout(mode: str) -> int | None:
     return QUICK_CELL_TIMEOUT_S if mode == "quick" else None
 
 
+def busy_machine_hint(load: float | None = None, cores: int | None = None,
+                      environ: dict[str, str] | None = None) -> str | None:
+    """A hint to set ``OMP_WAIT_POLICY=PASSIVE`` when other work already keeps every core busy (the
+    1-minute load average is at least the number of cores) and the variable is unset; else ``None``.
+
+    Under such load PyTorch's OpenMP threads lose much of their time spinning while they wait for each
+    other: chapter 8's seeds ran 2.8 times faster with ``PASSIVE`` (setup.md). On an idle machine the
+    setting costs time, so the build only suggests it and never sets it itself.
+    """
+    environ = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in environ:
+        return None
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (AttributeError, OSError):  # no load average (Windows)
+        return None
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load < cores:
+        return None
+    return (f"note: this machine is already busy (load average {load:.1f} on {cores} cores). PyTorch's threads "
+            "then waste much of their time waiting; starting the build as `OMP_WAIT_POLICY=PASSIVE python -m "
+            "iclr_lib.book.build ...` made chapter 8's seeds about 2.8 times faster under such load (book/setup.md).")
+
+
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -470,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     build = Build(args.root, mode)
     began = time.perf_counter()
+    hint = busy_machine_hint()
+    if hint:
+        print(hint, file=sys.stderr)
     mismatch = dashboard.installed_version_problems(dashboard.pinned_versions(build.root / "requirements.txt"))
     if mismatch:
         print("note: this environment is not the pinned one of requirements.txt; the book's numbers may differ "
