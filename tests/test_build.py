@@ -163,7 +163,7 @@ def test_a_busy_machine_gets_the_passive_hint_and_an_idle_one_does_not():
     hint = build.busy_machine_hint(load=2.1, cores=2, environ={})
     assert hint and "OMP_WAIT_POLICY=PASSIVE" in hint and "load average 2.1 on 2 cores" in hint
     assert build.busy_machine_hint(load=0.3, cores=2, environ={}) is None
-    assert build.busy_machine_hint(load=1.9, cores=2, environ={}) is None          # one core still free
+    assert build.busy_machine_hint(load=1.9, cores=2, environ={}) is None          # load below the number of cores
     # the reader already chose a policy (either one): no hint
     assert build.busy_machine_hint(load=4.0, cores=2, environ={"OMP_WAIT_POLICY": "ACTIVE"}) is None
 
